@@ -1,0 +1,8 @@
+"""gentest: randomization tests for generalization measures.
+
+After Zhang et al., "Understanding deep learning requires rethinking generalization"
+(ICLR 2017): train paired natural and randomized models with identical settings and ask
+whether a measure of generalization can tell them apart.
+"""
+
+__version__ = "0.1.0"
