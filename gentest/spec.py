@@ -1,0 +1,136 @@
+"""RunSpec: a frozen, hashable description of one training run.
+
+A spec holds everything that determines a run's result: dataset, randomization, model,
+training settings and seed. Its ``key`` is a hash of its canonical JSON form plus
+``SCHEMA_VERSION``, so the run store can tell whether a run already exists. Two specs that
+differ only in their randomization form a *pair* (same ``pair_key``): the natural twin and
+its randomized twin share data order, initialization and every setting.
+
+The device is deliberately not part of the spec: it is recorded with the run's metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# Bump when the meaning of a stored run changes (training loop, data handling, spec fields):
+# every key changes and old runs are no longer reused.
+SCHEMA_VERSION = 1
+
+# Nested options (dataset_args, model_args) are kept as canonical JSON text: hashable,
+# order-independent and exact to round-trip.
+Frozen = str
+
+
+def freeze(mapping: dict[str, Any]) -> Frozen:
+    return json.dumps(mapping, sort_keys=True, separators=(",", ":"))
+
+
+def thaw(frozen: Frozen) -> dict[str, Any]:
+    return json.loads(frozen) if frozen else {}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a model is trained; identical for the natural and randomized twins.
+
+    The stopping rule follows the paper and Jiang et al. (2020): stop when the training set is
+    fit (train accuracy >= ``stop_train_acc``) or the train cross-entropy falls below
+    ``stop_train_loss``, whichever comes first, but after at most ``max_epochs`` epochs.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    lr_schedule: str = "constant"  # or "exponential": lr * lr_decay ** epoch (the paper's 0.95)
+    lr_decay: float = 0.95
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    augment: bool = False  # random crop (4-pixel zero padding) and horizontal flip; images only
+    dropout: float = 0.0
+    stop_train_acc: float = 1.0
+    stop_train_loss: float | None = None
+    max_epochs: int = 100
+
+
+TRAIN_FIELDS = {f.name: f.default for f in fields(TrainSettings)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    model: str
+    randomization: str = "none"
+    p: float = 0.0
+    seed: int = 0
+    dataset_args: Frozen = "{}"
+    model_args: Frozen = "{}"
+    corrupt_test_labels: bool = False
+    train: TrainSettings = TrainSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical JSON-ready form (also what the store writes as ``spec.json``)."""
+        return {
+            "dataset": self.dataset,
+            "dataset_args": thaw(self.dataset_args),
+            "model": self.model,
+            "model_args": thaw(self.model_args),
+            "randomization": self.randomization,
+            "p": self.p,
+            "corrupt_test_labels": self.corrupt_test_labels,
+            "seed": self.seed,
+            "train": asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        return cls(
+            dataset=d["dataset"],
+            dataset_args=freeze(d.get("dataset_args", {})),
+            model=d["model"],
+            model_args=freeze(d.get("model_args", {})),
+            randomization=d["randomization"],
+            p=float(d["p"]),
+            corrupt_test_labels=bool(d.get("corrupt_test_labels", False)),
+            seed=int(d["seed"]),
+            train=TrainSettings(**d.get("train", {})),
+        )
+
+    @property
+    def key(self) -> str:
+        """Content hash: 16 hex digits of sha256(canonical JSON, schema version)."""
+        return _digest({"schema": SCHEMA_VERSION, "spec": self.to_dict()})
+
+    @property
+    def pair_key(self) -> str:
+        """Equal for specs that differ only in randomization (the natural/randomized twins)."""
+        d = self.to_dict()
+        for k in ("randomization", "p", "corrupt_test_labels"):
+            d.pop(k)
+        return _digest({"schema": SCHEMA_VERSION, "pair": d})
+
+    @property
+    def is_natural(self) -> bool:
+        return self.randomization == "none"
+
+    def seed_for(self, purpose: str) -> int:
+        """A seed derived from ``seed`` for one purpose ("init", "order", "randomization", ...).
+
+        Separate streams keep, say, the corruption mask from being the same draw as the initial
+        weights, while every stream stays a function of the spec's seed alone. The natural and
+        randomized twins share ``init`` and ``order``: same initial weights, same batch order.
+        """
+        return int(hashlib.sha256(f"{self.seed}:{purpose}".encode()).hexdigest()[:15], 16)
+
+    def label(self) -> str:
+        """A short human-readable name, e.g. ``mnist1d/mlp/labels(p=1)/seed0``."""
+        rnd = self.randomization + (f"(p={self.p:g})" if self.randomization == "labels" else "")
+        return f"{self.dataset}/{self.model}/{rnd}/seed{self.seed}"
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

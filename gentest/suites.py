@@ -1,0 +1,208 @@
+"""Suites: TOML files whose base settings and axes expand into a grid of RunSpecs.
+
+A suite file::
+
+    [suite]
+    name = "quick"
+    description = "MNIST-1D, 3x512 MLP: natural vs random labels vs random pixels"
+    measures = ["control.gap"]            # optional: what `gentest evaluate` runs
+
+    [base]                                # settings shared by every run
+    dataset = "mnist1d"                   # a name, or a table {name = "cifar10", crop28 = true}
+    model = { name = "mlp", hidden = [512, 512, 512] }
+    lr = 0.05
+    max_epochs = 200
+
+    [axes]                                # the grid is the product of these lists
+    randomization = ["none", "labels", { name = "labels", p = 0.5 }, "random-pixels"]
+    seed = [0, 1, 2]
+
+Built-in suites live in the repository's ``suites/`` folder (installed as ``gentest.builtin_suites``)
+and are found by name; any other argument is read as a path. Unknown keys, unknown names and
+out-of-range values raise :class:`GentestError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gentest.errors import GentestError
+from gentest.spec import TRAIN_FIELDS, RunSpec, TrainSettings, freeze
+
+SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels")
+SETTING_KEYS = SPEC_KEYS + tuple(TRAIN_FIELDS)
+TOP_TABLES = ("suite", "base", "axes")
+SUITE_KEYS = ("name", "description", "measures")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    description: str
+    specs: tuple[RunSpec, ...]
+    measures: tuple[str, ...] = ()
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Names and paths of the suites shipped with gentest."""
+    folder = resources.files("gentest.builtin_suites")
+    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_suite(name_or_path: str) -> Path:
+    builtins = builtin_suites()
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    raise GentestError(
+        f"no suite '{name_or_path}': not a built-in ({', '.join(sorted(builtins))}) and no such file"
+    )
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read, validate and expand a suite given by built-in name or path."""
+    path = resolve_suite(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise GentestError(f"{path}: not valid TOML ({e})") from None
+    return parse_suite(doc, path)
+
+
+def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
+    def fail(where: str, message: str) -> GentestError:
+        return GentestError(f"{path}: {where}: {message}")
+
+    _check_keys(doc, TOP_TABLES, lambda k: fail(f"table [{k}]", f"unknown; allowed tables: {', '.join(TOP_TABLES)}"))
+    meta, base, axes = (doc.get(t, {}) for t in TOP_TABLES)
+    for table, value in (("suite", meta), ("base", base), ("axes", axes)):
+        if not isinstance(value, dict):
+            raise fail(table, "must be a table")
+    _check_keys(meta, SUITE_KEYS, lambda k: fail(f"[suite] key '{k}'", f"unknown; allowed: {', '.join(SUITE_KEYS)}"))
+    allowed = ", ".join(SETTING_KEYS)
+    _check_keys(base, SETTING_KEYS, lambda k: fail(f"[base] key '{k}'", f"unknown; allowed: {allowed}"))
+    _check_keys(axes, SETTING_KEYS, lambda k: fail(f"[axes] key '{k}'", f"unknown; allowed: {allowed}"))
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise fail(f"[axes] {key}", "must be a non-empty list of values")
+        for value in values:
+            _setting_error(key, value, lambda msg: fail(f"[axes] {key}", msg))
+    for key, value in base.items():
+        _setting_error(key, value, lambda msg, key=key: fail(f"[base] {key}", msg))
+    for key in ("dataset", "model"):
+        if key not in base and key not in axes:
+            raise fail(f"key '{key}'", "required in [base] or [axes]")
+
+    measures = meta.get("measures", [])
+    if not isinstance(measures, list) or not all(isinstance(m, str) for m in measures):
+        raise fail("[suite] measures", "must be a list of measure names")
+
+    specs: dict[str, RunSpec] = {}
+    for combo in itertools.product(*axes.values()):
+        settings = {**base, **dict(zip(axes, combo))}
+        try:
+            spec = build_spec(settings)
+        except GentestError as e:
+            raise GentestError(f"{path}: {e}") from None
+        specs.setdefault(spec.key, spec)
+    return Suite(
+        name=str(meta.get("name", path.stem)),
+        path=path,
+        description=str(meta.get("description", "")),
+        specs=tuple(specs.values()),
+        measures=tuple(measures),
+    )
+
+
+def build_spec(settings: dict[str, Any]) -> RunSpec:
+    """One RunSpec from merged settings; dataset/model/randomization may be names or tables."""
+    from gentest.datasets import validate_options
+    from gentest.randomizations import canonical_p
+
+    def part(key: str, check):
+        try:
+            return check()
+        except GentestError as e:
+            raise GentestError(f"{key}: {e}") from None
+
+    dataset, dataset_args = part("dataset", lambda: _named(settings["dataset"], "dataset"))
+    model, model_args = part("model", lambda: _named(settings["model"], "model"))
+    randomization, rnd_args = part("randomization", lambda: _named(settings.get("randomization", "none"), "randomization"))
+    unknown = set(rnd_args) - {"p"}
+    if unknown:
+        raise GentestError(f"randomization: option '{sorted(unknown)[0]}' is unknown; allowed: p")
+    train = {k: settings[k] for k in TRAIN_FIELDS if k in settings}
+    return RunSpec(
+        dataset=dataset,
+        dataset_args=freeze(part("dataset", lambda: validate_options(dataset, dataset_args))),
+        model=model,
+        model_args=freeze(part("model", lambda: _model_options(model, model_args))),
+        randomization=randomization,
+        p=part("randomization", lambda: canonical_p(randomization, rnd_args.get("p"))),
+        seed=settings.get("seed", 0),
+        corrupt_test_labels=bool(settings.get("corrupt_test_labels", False)),
+        train=TrainSettings(**train),
+    )
+
+def _model_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validated model options without dropout, which is a training setting of the spec."""
+    from gentest.models import validate_model_args
+
+    if "dropout" in options:
+        raise GentestError("dropout is a training setting: write 'dropout = ...' in [base] or [axes]")
+    validated = validate_model_args(model, options)
+    validated.pop("dropout", None)
+    return validated
+
+
+def _named(value: Any, what: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        options = dict(value)
+        return options.pop("name"), options
+    raise GentestError(f"{what} must be a name or a table with a 'name' key, got {value!r}")
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], error) -> None:
+    for key in table:
+        if key not in allowed:
+            raise error(key)
+
+
+# Type and range of each training setting: (types, check, description of what is allowed).
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "optimizer": ((str,), lambda v: v == "sgd", "'sgd' (SGD with momentum)"),
+    "lr": ((int, float), *_POSITIVE),
+    "momentum": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "lr_schedule": ((str,), lambda v: v in ("constant", "exponential"), "'constant' or 'exponential'"),
+    "lr_decay": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "batch_size": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "weight_decay": ((int, float), lambda v: v >= 0, "a number >= 0"),
+    "augment": ((bool,), lambda v: True, "true or false"),
+    "dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "stop_train_acc": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "stop_train_loss": ((int, float), *_POSITIVE),
+    "max_epochs": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "corrupt_test_labels": ((bool,), lambda v: True, "true or false"),
+}
+
+
+def _setting_error(key: str, value: Any, fail) -> None:
+    """Raise ``fail(message)`` if a scalar setting has the wrong type or range."""
+    if key not in _RULES:
+        return  # dataset, model, randomization: checked by their registries in build_spec
+    types, ok, allowed = _RULES[key]
+    is_bool = isinstance(value, bool)
+    if (is_bool and bool not in types) or not isinstance(value, types) or not ok(value):
+        raise fail(f"{value!r} is not allowed; expected {allowed}")

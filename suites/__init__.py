@@ -1,0 +1,1 @@
+"""Built-in suite files (``*.toml``), found by name: ``gentest train quick``."""
