@@ -1,0 +1,133 @@
+"""The ``gentest`` command line.
+
+Exit codes: 0 done, 1 a check or expectation failed, 2 bad input (one sentence on stderr, no
+traceback). Progress goes to stderr, results to stdout; ``--json`` output is machine-readable.
+Heavy imports (torch) happen inside the commands so ``gentest --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from gentest.errors import GentestError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.command(args)
+    except GentestError as e:
+        print(f"gentest: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("gentest: interrupted; finished runs are kept in the store", file=sys.stderr)
+        return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors also exit 2, in one line
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gentest", description="Randomization tests for generalization measures.")
+    from gentest import __version__
+
+    parser.add_argument("--version", action="version", version=f"gentest {__version__}")
+    sub = parser.add_subparsers(title="commands", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a suite's runs that the store lacks")
+    train.add_argument("suite", help="a built-in suite name (quick, ci, ...) or a path to a suite TOML file")
+    _add_store(train)
+    _add_data(train)
+    train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    train.set_defaults(command=cmd_train)
+
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    _add_store(runs)
+    runs.add_argument("--json", action="store_true", help="print one JSON array of run rows")
+    runs.set_defaults(command=cmd_runs)
+    return parser
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=".gentest", help="the run store folder (default: .gentest)")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="where image datasets live (default: ~/.cache/gentest/data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing image datasets")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gentest.devices import resolve_device
+    from gentest.runner import DataCache, train_missing
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    suite = load_suite(args.suite)
+    device = resolve_device(args.device)
+    with _progress() as progress:
+        runs = train_missing(
+            suite.specs, RunStore(args.store), device, DataCache(args.data_root, args.download), progress
+        )
+    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {len(runs)} runs"))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from gentest.store import RunStore
+
+    rows = [run.row() for run in RunStore(args.store).runs()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        _console().print(runs_table(rows, title=f"{len(rows)} runs in {args.store}"))
+    return EXIT_OK
+
+
+def runs_table(rows: list[dict[str, Any]], title: str):
+    """A table in the spirit of the paper's Table 1."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in ("dataset", "model", "randomization", "p", "seed", "train acc", "test acc", "steps to fit", "s"):
+        table.add_column(name, justify="left" if name in ("dataset", "model", "randomization") else "right")
+    for r in rows:
+        table.add_row(
+            r["dataset"],
+            r["model"],
+            r["randomization"],
+            f"{r['p']:g}",
+            str(r["seed"]),
+            f"{100 * r['train_acc']:.2f}",
+            f"{100 * r['test_acc']:.2f}",
+            str(r["steps_to_fit"]) if r["steps_to_fit"] is not None else f"not fit ({r['epochs']} ep)",
+            f"{r['wall_s']:.1f}",
+        )
+    return table
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _progress():
+    from gentest.progress import TrainingProgress
+
+    return TrainingProgress(_console(stderr=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

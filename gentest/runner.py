@@ -1,0 +1,81 @@
+"""Materialize runs: for each RunSpec the store lacks, load data, randomize, train, store.
+
+Runs are trained one at a time and stored as each finishes, so an interrupted suite loses at
+most the run in progress and the next invocation picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from gentest.datasets import DataSplit, load_dataset
+from gentest.randomizations import Randomized, randomize
+from gentest.spec import RunSpec, thaw
+from gentest.store import Run, RunStore
+from gentest.training import train
+
+
+class Progress:
+    """What the runner reports while it works; the CLI draws it, tests may count it."""
+
+    def runs_planned(self, total: int, missing: int) -> None: ...
+    def run_started(self, spec: RunSpec, max_epochs: int) -> None: ...
+    def epoch_done(self, epoch: int, row: dict[str, Any]) -> None: ...
+    def run_finished(self, run: Run) -> None: ...
+
+
+class DataCache:
+    """Loads each (dataset, options) once per process."""
+
+    def __init__(self, data_root: str | Path | None = None, download: bool = False):
+        self.data_root, self.download = data_root, download
+        self._loaded: dict[tuple[str, str], DataSplit] = {}
+
+    def get(self, spec: RunSpec) -> DataSplit:
+        k = (spec.dataset, spec.dataset_args)
+        if k not in self._loaded:
+            self._loaded[k] = load_dataset(spec.dataset, thaw(spec.dataset_args), self.data_root, self.download)
+        return self._loaded[k]
+
+
+def training_data(spec: RunSpec, data: DataCache) -> Randomized:
+    """The data exactly as ``spec`` trains on it: the dataset with its randomization applied."""
+    return randomize(
+        data.get(spec), spec.randomization, spec.p, spec.seed_for("randomization"), spec.corrupt_test_labels
+    )
+
+
+def train_missing(
+    specs: Iterable[RunSpec],
+    store: RunStore,
+    device: torch.device,
+    data: DataCache | None = None,
+    progress: Progress | None = None,
+) -> list[Run]:
+    """Train every spec the store lacks; return all of ``specs``' runs, in order."""
+    specs = list(specs)
+    data = data or DataCache()
+    progress = progress or Progress()
+    store.clean_debris()
+    missing = [s for s in specs if s.key not in store]
+    progress.runs_planned(len(specs), len(missing))
+    for spec in missing:
+        randomized = training_data(spec, data)
+        progress.run_started(spec, spec.train.max_epochs)
+        result = train(spec, randomized.data, device, on_epoch=progress.epoch_done)
+        run = store.save(
+            spec,
+            metrics=result.metrics,
+            curve=result.curve,
+            randomization=randomized.record,
+            weights={
+                "initial": result.initial_state,
+                "final": result.model.state_dict(),
+                "randomization": randomized.tensors,
+            },
+        )
+        progress.run_finished(run)
+    return [store.load(s.key) for s in specs]
