@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny data and tiny suites that train in about a second on a CPU."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from gentest.datasets import DataSplit
+
+TINY_SUITE = """
+[suite]
+name = "tiny"
+
+[base]
+dataset = {{ name = "synthetic", features = 8, classes = 3, train_size = 120, test_size = 60 }}
+model = {{ name = "mlp", hidden = [32] }}
+lr = 0.1
+batch_size = 32
+max_epochs = {max_epochs}
+
+[axes]
+randomization = {randomizations}
+seed = {seeds}
+"""
+
+
+def write_suite(folder: Path, randomizations=("none", "labels"), seeds=(0, 1), max_epochs=60, name="tiny.toml") -> Path:
+    path = folder / name
+    rnd = "[" + ", ".join(f'"{r}"' if isinstance(r, str) else r for r in randomizations) + "]"
+    path.write_text(TINY_SUITE.format(randomizations=rnd, seeds=list(seeds), max_epochs=max_epochs))
+    return path
+
+
+@pytest.fixture
+def tiny_suite(tmp_path: Path) -> Path:
+    return write_suite(tmp_path)
+
+
+@pytest.fixture
+def image_data() -> DataSplit:
+    """Six 3x4x4 'images' with 3 classes: big enough to see permutations, small to reason about."""
+    gen = torch.Generator().manual_seed(123)
+    return DataSplit(
+        "toy-images",
+        torch.rand(30, 3, 4, 4, generator=gen),
+        torch.randint(0, 3, (30,), generator=gen),
+        torch.rand(12, 3, 4, 4, generator=gen),
+        torch.randint(0, 3, (12,), generator=gen),
+        num_classes=3,
+    )
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
