@@ -19,7 +19,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (exit 2); return, don't raise
+        return int(e.code or 0)
     if not hasattr(args, "command"):
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -120,7 +123,10 @@ def runs_table(rows: list[dict[str, Any]], title: str):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    console = Console(stderr=stderr)
+    if not console.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
+        console = Console(stderr=stderr, width=max(console.width, 120))
+    return console
 
 
 def _progress():

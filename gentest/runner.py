@@ -61,6 +61,8 @@ def train_missing(
     progress = progress or Progress()
     store.clean_debris()
     missing = [s for s in specs if s.key not in store]
+    for spec in missing:  # fail on missing data before any training starts
+        data.get(spec)
     progress.runs_planned(len(specs), len(missing))
     for spec in missing:
         randomized = training_data(spec, data)

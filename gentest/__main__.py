@@ -1,0 +1,7 @@
+"""``python -m gentest`` is the ``gentest`` command."""
+
+import sys
+
+from gentest.cli import main
+
+sys.exit(main())
