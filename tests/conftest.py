@@ -29,7 +29,8 @@ seed = {seeds}
 
 def write_suite(folder: Path, randomizations=("none", "labels"), seeds=(0, 1), max_epochs=60, name="tiny.toml") -> Path:
     path = folder / name
-    rnd = "[" + ", ".join(f'"{r}"' if isinstance(r, str) else r for r in randomizations) + "]"
+    # Names are quoted; inline tables ('{ name = "labels", p = 0.5 }') go in as written.
+    rnd = "[" + ", ".join(r if r.startswith("{") else f'"{r}"' for r in randomizations) + "]"
     path.write_text(TINY_SUITE.format(randomizations=rnd, seeds=list(seeds), max_epochs=max_epochs))
     return path
 

@@ -1,0 +1,115 @@
+"""Training fits to the shared stopping rule, records its curve, and is reproducible on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gentest.datasets import load_dataset
+from gentest.errors import GentestError
+from gentest.randomizations import randomize
+from gentest.spec import RunSpec, TrainSettings, freeze
+from gentest.training import augment_batch, train
+
+CPU = torch.device("cpu")
+
+
+def tiny_spec(randomization="none", p=0.0, seed=0, **train_settings) -> RunSpec:
+    settings = {"lr": 0.1, "batch_size": 32, "max_epochs": 80, **train_settings}
+    return RunSpec(
+        dataset="synthetic",
+        dataset_args=freeze({"features": 8, "classes": 3, "train_size": 120, "test_size": 60}),
+        model="mlp",
+        model_args=freeze({"hidden": [32]}),
+        randomization=randomization,
+        p=p,
+        seed=seed,
+        train=TrainSettings(**settings),
+    )
+
+
+def data_for(spec: RunSpec):
+    base = load_dataset("synthetic", {"features": 8, "classes": 3, "train_size": 120, "test_size": 60})
+    return randomize(base, spec.randomization, spec.p, spec.seed_for("randomization")).data
+
+
+def test_natural_and_random_labels_both_fit_to_100_percent():
+    for spec in (tiny_spec(), tiny_spec("labels", 1.0)):
+        result = train(spec, data_for(spec), CPU)
+        m = result.metrics
+        assert m["fitted"] and m["train_acc"] == 1.0
+        assert m["steps_to_fit"] == m["steps"] == result.curve[-1]["steps"]
+        assert m["gap"] == pytest.approx(m["train_acc"] - m["test_acc"])
+    # The randomized twin generalizes worse: that is the whole point of the harness.
+    natural = train(tiny_spec(), data_for(tiny_spec()), CPU).metrics
+    rand = train(tiny_spec("labels", 1.0), data_for(tiny_spec("labels", 1.0)), CPU).metrics
+    assert natural["test_acc"] > rand["test_acc"] + 0.3
+
+
+def test_curve_has_one_row_per_epoch_from_epoch_zero():
+    spec = tiny_spec()
+    result = train(spec, data_for(spec), CPU)
+    epochs = [row["epoch"] for row in result.curve]
+    assert epochs == list(range(len(epochs))) and result.curve[0]["steps"] == 0
+    steps_per_epoch = -(-120 // 32)
+    assert all(row["steps"] == row["epoch"] * steps_per_epoch for row in result.curve)
+
+
+def test_epoch_cap_stops_an_unfit_run_and_says_so():
+    spec = tiny_spec("labels", 1.0, max_epochs=2, lr=0.001)
+    m = train(spec, data_for(spec), CPU).metrics
+    assert m["epochs"] == 2 and not m["fitted"] and m["steps_to_fit"] is None
+
+
+def test_loss_threshold_is_an_alternative_stopping_rule():
+    spec = tiny_spec(stop_train_acc=1.0, stop_train_loss=0.5)
+    result = train(spec, data_for(spec), CPU)
+    assert result.metrics["fitted"]
+    assert result.curve[-1]["train_loss"] < 0.5 or result.curve[-1]["train_acc"] == 1.0
+    assert all(row["train_loss"] >= 0.5 and row["train_acc"] < 1.0 for row in result.curve[:-1])
+
+
+def test_exponential_schedule_decays_per_epoch():
+    spec = tiny_spec("labels", 1.0, lr_schedule="exponential", lr_decay=0.9, max_epochs=3, lr=0.01)
+    curve = train(spec, data_for(spec), CPU).curve
+    assert [row["lr"] for row in curve[1:]] == pytest.approx([0.01 * 0.9**e for e in (1, 2, 3)])
+
+
+def test_same_spec_same_numbers_on_the_cpu():
+    spec = tiny_spec("labels", 0.5, dropout=0.2)
+    a, b = train(spec, data_for(spec), CPU), train(spec, data_for(spec), CPU)
+    assert a.curve == b.curve
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+
+
+def test_twins_share_initial_weights_and_training_leaves_global_rng_alone():
+    before = torch.get_rng_state()
+    natural = train(tiny_spec(), data_for(tiny_spec()), CPU)
+    twin = train(tiny_spec("labels", 1.0), data_for(tiny_spec("labels", 1.0)), CPU)
+    assert torch.equal(before, torch.get_rng_state())
+    for k, v in natural.initial_state.items():
+        assert torch.equal(v, twin.initial_state[k])
+    other_seed = train(tiny_spec(seed=1, max_epochs=1), data_for(tiny_spec(seed=1)), CPU)
+    assert not torch.equal(natural.initial_state["1.weight"], other_seed.initial_state["1.weight"])
+
+
+def test_augment_crops_and_flips_each_image_independently():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6) + 1
+    gen = torch.Generator().manual_seed(0)
+    out = augment_batch(x.repeat(50, 1, 1, 1), gen, pad=2)
+    assert out.shape == (100, 1, 6, 6)
+    # Each output is a shifted (zero-filled) and maybe mirrored window of its source image.
+    src = x.repeat(50, 1, 1, 1)
+    for i in range(0, 100, 7):
+        padded = torch.nn.functional.pad(src[i], (2, 2, 2, 2))
+        windows = [padded[:, r : r + 6, c : c + 6] for r in range(5) for c in range(5)]
+        windows += [w.flip(-1) for w in windows]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 10
+
+
+def test_augment_refuses_non_image_inputs():
+    spec = tiny_spec(augment=True)
+    with pytest.raises(GentestError, match=r"augment applies to images \(C, H, W\)"):
+        train(spec, data_for(spec), CPU)
