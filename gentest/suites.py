@@ -51,7 +51,12 @@ class Suite:
 
 def builtin_suites() -> dict[str, Path]:
     """Names and paths of the suites shipped with gentest."""
-    folder = resources.files("gentest.builtin_suites")
+    try:
+        folder = resources.files("gentest.builtin_suites")
+    except ModuleNotFoundError:
+        # gentest imported from a source checkout (e.g. `python -m pytest` in the repository,
+        # which puts the checkout first on sys.path): the suites are the checkout's suites/.
+        folder = Path(__file__).resolve().parent.parent / "suites"
     return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
