@@ -6,3 +6,7 @@ whether a measure of generalization can tell them apart.
 """
 
 __version__ = "0.1.0"
+
+from gentest.registry import measure  # noqa: E402  (light: no torch import)
+
+__all__ = ["measure", "__version__"]
