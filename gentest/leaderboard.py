@@ -1,0 +1,91 @@
+"""The leaderboard: what one evaluation produced, as the reports and the JSON interface see it.
+
+``leaderboard.json`` is the machine interface; these keys are stable (DESIGN.md):
+
+    {"suite", "gentest_version",
+     "runs": [{"key", "dataset", "model", "randomization", "p", "seed",
+               "train_acc", "test_acc", "gap", "steps_to_fit", "wall_s"}],
+     "measures": [{"name", "family", "orientation", "n_pairs", "sign_error",
+                   "worst_env_sign_error", "auroc", "kendall_tau", "verdict", "errors"}],
+     "controls_ok": bool}
+
+Extra keys may be added next to them; none of these is renamed or removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RUN_KEYS = ("key", "dataset", "model", "randomization", "p", "seed", "train_acc", "test_acc", "gap", "steps_to_fit", "wall_s")
+MEASURE_KEYS = (
+    "name", "family", "orientation", "n_pairs", "sign_error", "worst_env_sign_error", "auroc", "kendall_tau", "verdict", "errors",
+)
+
+
+@dataclass
+class MeasureScore:
+    """How one measure did over all natural/randomized pairs of a suite (see gentest.scoring)."""
+
+    name: str
+    family: str
+    orientation: str  # "higher-worse" or "higher-better"
+    n_pairs: int  # pairs with a value on both twins
+    sign_error: float | None  # mean over pairs; None when no pair could be scored
+    sign_error_ci: tuple[float, float] | None  # 95 % bootstrap interval over seeds
+    worst_env_sign_error: float | None
+    worst_env: str | None
+    env_sign_errors: dict[str, float]
+    auroc: float | None  # oriented measure as a classifier of randomized (positive) vs natural runs
+    auroc_ci: tuple[float, float] | None
+    kendall_tau: float | None  # tau-b of the oriented measure against the gap, where p is swept
+    verdict: str  # "separates", "inverts", "fails" or "error"
+    errors: int  # runs on which the measure errored
+    n_ties: int = 0  # pairs where the measure gave both twins the same value
+    reason: str = ""  # why the verdict is what it is, in words
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("sign_error_ci", "auroc_ci"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+
+@dataclass
+class MeasureValue:
+    """One measure on one run: a value, or the error that stands in its place."""
+
+    run_key: str
+    measure: str
+    version: str
+    value: float | None
+    error: str | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Leaderboard:
+    suite: str
+    gentest_version: str
+    runs: list[dict[str, Any]]  # Run.row() of every run, RUN_KEYS among their keys
+    curves: dict[str, list[dict[str, Any]]]  # run key -> learning curve (one row per epoch)
+    measures: list[MeasureScore]  # sorted best first
+    values: list[MeasureValue]
+    controls_ok: bool
+    controls_message: str = ""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    measure_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Measure.info()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "gentest_version": self.gentest_version,
+            "runs": self.runs,
+            "measures": [m.to_json() for m in self.measures],
+            "controls_ok": self.controls_ok,
+            "controls_message": self.controls_message,
+            "thresholds": self.thresholds,
+        }
