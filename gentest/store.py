@@ -4,6 +4,7 @@ Layout (default root ``.gentest/`` in the working directory)::
 
     runs/<key>/run.json      spec, metrics, learning curve, randomization record, versions
     runs/<key>/weights.pt    initial and final state_dicts, and the randomization's tensors
+    runs/<key>/measures/<name>@<version>.json   one measure value (or its error) per file
     tmp/                     runs being written (a crash leaves debris here, never in runs/)
 
 A run is first written whole into ``tmp/`` and then moved into ``runs/`` with one
@@ -27,6 +28,7 @@ import torch
 
 import gentest
 from gentest.errors import GentestError
+from gentest.leaderboard import MeasureValue
 from gentest.spec import RunSpec
 
 DEFAULT_STORE = Path(".gentest")
@@ -137,6 +139,25 @@ class RunStore:
     def runs(self) -> Iterator[Run]:
         for key in self.keys():
             yield self.load(key)
+
+    def value_path(self, key: str, measure: str, version: str) -> Path:
+        safe = measure.replace("/", "_").replace(os.sep, "_")
+        return self.runs_dir / key / "measures" / f"{safe}@{version}.json"
+
+    def get_value(self, key: str, measure: str, version: str) -> MeasureValue | None:
+        """The cached value of (run, measure, version), or None if it was never computed."""
+        try:
+            return MeasureValue(**json.loads(self.value_path(key, measure, version).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def put_value(self, value: MeasureValue) -> None:
+        """Write one measure value atomically (temp file, then rename)."""
+        path = self.value_path(value.run_key, value.measure, value.version)
+        path.parent.mkdir(exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        _write_synced(staging, lambda f: f.write(json.dumps(value.to_json()).encode()))
+        os.replace(staging, path)
 
     def clean_debris(self) -> int:
         """Remove staging folders left by processes that no longer exist; return how many."""
