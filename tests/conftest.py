@@ -56,3 +56,30 @@ def image_data() -> DataSplit:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+@pytest.fixture
+def clean_registry():
+    """Measures registered inside a test are forgotten after it."""
+    from gentest import registry
+
+    saved, plugins = dict(registry._MEASURES), set(registry._loaded_plugins)
+    yield registry
+    registry._MEASURES.clear()
+    registry._MEASURES.update(saved)
+    registry._loaded_plugins.clear()
+    registry._loaded_plugins.update(plugins)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """A store holding the tiny suite's four runs (natural and random labels, two seeds)."""
+    from gentest.runner import train_missing
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    folder = tmp_path_factory.mktemp("tiny-store")
+    suite = load_suite(str(write_suite(folder)))
+    store = RunStore(folder / "store")
+    runs = train_missing(suite.specs, store, torch.device("cpu"))
+    return suite, store, runs
