@@ -77,9 +77,8 @@ def measure(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Callable[[Callable], Callable]:
     """Register the decorated function as measure ``name`` (see the module docstring)."""
-    source = _current_source.get()
-
     def wrap(fn: Callable) -> Callable:
+        source = _source_of(fn)
         if orientation not in ORIENTATIONS:
             raise GentestError(
                 f"measure '{name}' in {source} needs orientation='higher-worse' or 'higher-better', got {orientation!r}"
@@ -105,6 +104,16 @@ def measure(
         return fn
 
     return wrap
+
+
+def _source_of(fn: Callable) -> str:
+    source = _current_source.get()
+    # An entry-point module may import another measure module (shared helpers): credit each
+    # measure to the module that defines it, not to the entry point being loaded.
+    if source.startswith("entry point "):
+        dist = source.rsplit(" (", 1)[1] if " (" in source else "?)"
+        return f"entry point {fn.__module__} ({dist}"
+    return source
 
 
 def register(m: Measure) -> None:
