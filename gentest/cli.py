@@ -55,6 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     train.set_defaults(command=cmd_train)
 
+    evaluate = sub.add_parser("evaluate", help="train what is missing, evaluate measures, score, report")
+    evaluate.add_argument("suite", nargs="?", default="quick", help="a built-in suite name or a suite file (default: quick)")
+    _add_measures(evaluate)
+    _add_store(evaluate)
+    _add_out(evaluate)
+    _add_data(evaluate)
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    evaluate.set_defaults(command=cmd_evaluate)
+
+    report = sub.add_parser("report", help="re-render the leaderboard from the store (trains and computes nothing)")
+    report.add_argument("suite", nargs="?", default=None, help="limit to this suite's runs (default: every run)")
+    report.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
+    _add_store(report)
+    _add_out(report)
+    report.set_defaults(command=cmd_report)
+
+    measures = sub.add_parser("measures", help="list the registered measures")
+    measures.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
+    measures.add_argument("--json", action="store_true", help="print one JSON array")
+    measures.set_defaults(command=cmd_measures)
+
     runs = sub.add_parser("runs", help="list the runs in the store")
     _add_store(runs)
     runs.add_argument("--json", action="store_true", help="print one JSON array of run rows")
@@ -64,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=".gentest", help="the run store folder (default: .gentest)")
+
+
+def _add_measures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--measures", default=None, help="comma-separated measure names (default: the suite's, else all)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file (repeatable)")
+
+
+def _add_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="report folder (default: gentest-reports/<suite> beside the store)")
+
+
+def _out_dir(args: argparse.Namespace, suite_name: str):
+    from pathlib import Path
+
+    return Path(args.out) if args.out else Path(args.store).absolute().parent / "gentest-reports" / suite_name
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -84,6 +120,67 @@ def cmd_train(args: argparse.Namespace) -> int:
             suite.specs, RunStore(args.store), device, DataCache(args.data_root, args.download), progress
         )
     _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {len(runs)} runs"))
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gentest.devices import resolve_device
+    from gentest.pipeline import choose_measures, evaluate_suite
+    from gentest.progress import EvaluationBars
+    from gentest.reports import leaderboard_table, write_report
+    from gentest.runner import DataCache
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    suite = load_suite(args.suite)
+    names = [n.strip() for n in args.measures.split(",") if n.strip()] if args.measures else None
+    measures = choose_measures(names, suite, args.plugin)
+    device = resolve_device(args.device)
+    console = _console(stderr=True)
+    with _progress() as train_progress, EvaluationBars(console) as eval_progress:
+        board = evaluate_suite(
+            suite, measures, RunStore(args.store), device, DataCache(args.data_root, args.download),
+            train_progress, eval_progress,
+        )
+    out = _out_dir(args, suite.name)
+    write_report(board, out)
+    _console().print(leaderboard_table(board))
+    console.print(f"report written to {out}/leaderboard.{{md,html,json}}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gentest.pipeline import stored_leaderboard
+    from gentest.reports import leaderboard_table, write_report
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    suite = load_suite(args.suite) if args.suite else None
+    board = stored_leaderboard(RunStore(args.store), suite, args.plugin)
+    if not board.runs:
+        raise GentestError(f"the store {args.store} holds no runs{' of suite ' + suite.name if suite else ''}; run gentest evaluate first")
+    out = _out_dir(args, board.suite)
+    write_report(board, out)
+    _console().print(leaderboard_table(board))
+    _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
+    return EXIT_OK
+
+
+def cmd_measures(args: argparse.Namespace) -> int:
+    from gentest.registry import all_measures
+
+    infos = [m.info() for m in all_measures(args.plugin).values()]
+    if args.json:
+        print(json.dumps(infos, indent=1))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"{len(infos)} registered measures")
+    for col in ("name", "family", "orientation", "requires", "version", "source"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i["name"], i["family"], i["orientation"], ", ".join(i["requires"]), i["version"], i["source"])
+    _console().print(table)
     return EXIT_OK
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gentest.evaluation import EvaluationProgress
+from gentest.leaderboard import MeasureValue
 from gentest.runner import Progress as RunnerProgress
 from gentest.spec import RunSpec
 from gentest.store import Run
@@ -64,3 +67,36 @@ class TrainingProgress(RunnerProgress):
             self.bars.advance(self.total_task)
         else:
             self.console.print(line)
+
+
+class EvaluationBars(EvaluationProgress):
+    """One bar over the (run, measure) values still to compute; errors are printed as they come."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> "EvaluationBars":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.task is not None:
+            self.bars.stop()
+
+    def planned(self, total: int, missing: int) -> None:
+        self.console.print(f"{total} measure values, {total - missing} cached, {missing} to compute")
+        if self.live and missing:
+            self.bars.start()
+            self.task = self.bars.add_task("measures", total=missing)
+
+    def value_done(self, run: Run, value: MeasureValue) -> None:
+        if value.error is not None:
+            detail = escape(f"{value.measure} on {run.spec.label()}: {value.error}")
+            self.console.print(f"[red]error[/red] {detail}", highlight=False)
+        if self.task is not None:
+            self.bars.advance(self.task)

@@ -1,0 +1,119 @@
+"""gentest evaluate / measures / report end to end, through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gentest.cli import main
+from gentest.leaderboard import MEASURE_KEYS, RUN_KEYS
+
+from conftest import write_suite
+
+BROKEN_PLUGIN = """
+import torch
+from gentest import measure
+
+@measure("plugin.raises", family="test", orientation="higher-worse")
+def raises(ctx):
+    raise RuntimeError("this measure is broken")
+
+@measure("plugin.nan", family="test", orientation="higher-worse")
+def nan(ctx):
+    return float("nan")
+
+@measure("plugin.mutates", family="test", orientation="higher-worse")
+def mutates(ctx):
+    with torch.no_grad():
+        for p in ctx.model.parameters():
+            p.zero_()
+    return 0.0
+"""
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """One evaluation of the tiny suite with the built-ins and a broken plug-in."""
+    folder = tmp_path_factory.mktemp("evaluate")
+    suite = write_suite(folder, seeds=(0, 1, 2))
+    plugin = folder / "broken.py"
+    plugin.write_text(BROKEN_PLUGIN)
+    out = folder / "report"
+    code = main(["evaluate", str(suite), "--store", str(folder / "store"), "--out", str(out),
+                 "--plugin", str(plugin), "--device", "cpu"])
+    return code, folder, suite, plugin, out
+
+
+def test_evaluate_writes_a_leaderboard_with_stable_keys_and_sound_controls(evaluated):
+    code, folder, suite, plugin, out = evaluated
+    assert code == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert {"suite", "gentest_version", "runs", "measures", "controls_ok"} <= set(board)
+    assert len(board["runs"]) == 6 and all(set(RUN_KEYS) <= set(r) for r in board["runs"])
+    assert all(set(MEASURE_KEYS) <= set(m) for m in board["measures"])
+    by_name = {m["name"]: m for m in board["measures"]}
+    assert by_name["control.gap"]["sign_error"] == 0 and by_name["control.gap"]["verdict"] == "separates"
+    assert by_name["control.param_count"]["verdict"] == "fails" and by_name["control.param_count"]["sign_error"] == 0.5
+    assert board["controls_ok"] is True
+    assert {"norm.param_l2", "margin.output_margin"} <= set(by_name)
+    for f in ("leaderboard.md", "leaderboard.html", "runs.csv", "measures.csv"):
+        assert (out / f).is_file()
+
+
+def test_broken_plugin_measures_are_errors_and_everything_else_is_reported(evaluated):
+    code, folder, suite, plugin, out = evaluated
+    by_name = {m["name"]: m for m in json.loads((out / "leaderboard.json").read_text())["measures"]}
+    for name in ("plugin.raises", "plugin.nan", "plugin.mutates"):
+        assert by_name[name]["verdict"] == "error" and by_name[name]["errors"] == 6
+    assert by_name["norm.param_l2"]["errors"] == 0 and by_name["norm.param_l2"]["verdict"] != "error"
+    csv_text = (out / "measures.csv").read_text()
+    assert "RuntimeError: this measure is broken" in csv_text and "modified the model's weights" in csv_text
+
+
+def test_a_warm_store_computes_nothing_and_report_rerenders(evaluated, capsys):
+    code, folder, suite, plugin, out = evaluated
+    code, _, err = run_cli(capsys, "evaluate", str(suite), "--store", str(folder / "store"), "--out", str(out),
+                           "--plugin", str(plugin), "--device", "cpu")
+    assert code == 0 and "6 already stored, 0 to train" in err and ", 0 to compute" in err
+    out2 = folder / "rerendered"
+    code, stdout, _ = run_cli(capsys, "report", str(suite), "--store", str(folder / "store"), "--out", str(out2),
+                              "--plugin", str(plugin))
+    assert code == 0 and "control.gap" in stdout
+    first = json.loads((out / "leaderboard.json").read_text())
+    again = json.loads((out2 / "leaderboard.json").read_text())
+    assert first["measures"] == again["measures"] and first["runs"] == again["runs"]
+
+
+def test_measures_lists_builtins_with_source(capsys):
+    code, out, _ = run_cli(capsys, "measures", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and {"control.gap", "control.param_count", "norm.param_l2"} <= set(rows)
+    assert rows["norm.param_l2"]["source"] == "entry point measures.norms (gentest)"
+    assert {"name", "family", "orientation", "requires", "source"} <= set(rows["control.gap"])
+
+
+def test_unknown_measure_and_broken_plugin_are_exit_2(tmp_path, capsys):
+    suite = write_suite(tmp_path)
+    code, _, err = run_cli(capsys, "evaluate", str(suite), "--measures", "norm.param_l3", "--store", str(tmp_path / "s"))
+    assert code == 2 and "unknown measure 'norm.param_l3'; did you mean norm.param_l2" in err and err.count("\n") == 1
+    broken = tmp_path / "broken.py"
+    broken.write_text("def broken(:\n")
+    code, _, err = run_cli(capsys, "evaluate", str(suite), "--plugin", str(broken), "--store", str(tmp_path / "s"))
+    assert code == 2 and f"plugin {broken.resolve()}: SyntaxError" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()  # nothing was trained on bad input
+
+
+@pytest.mark.slow
+def test_evaluate_ci_suite(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "evaluate", "ci", "--store", str(tmp_path / "store"), "--out", str(out), "--device", "cpu")
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert code == 0 and board["suite"] == "ci" and board["controls_ok"] is True
+    assert len(board["runs"]) == 4
