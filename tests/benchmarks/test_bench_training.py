@@ -1,0 +1,59 @@
+"""Training-loop overhead: gentest.training.train against a minimal hand-written PyTorch loop
+doing the same SGD steps on the same data (the baseline, in the same run).
+
+    python -m pytest tests/benchmarks --benchmark-enable --benchmark-group-by=group
+
+pytest-benchmark prints both rows of the group with their ratio; in ordinary test runs
+(benchmarks disabled) each body runs once, as a smoke test.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gentest.datasets import load_dataset
+from gentest.models import build_model
+from gentest.spec import RunSpec, TrainSettings, freeze
+from gentest.training import train
+
+EPOCHS = 3
+SPEC = RunSpec(
+    dataset="mnist1d",
+    model="mlp",
+    model_args=freeze({"hidden": [512, 512, 512]}),
+    train=TrainSettings(lr=0.05, batch_size=128, max_epochs=EPOCHS, stop_train_acc=1.0),
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist1d")
+
+
+def baseline_loop(data) -> float:
+    """The same steps with nothing else: no per-epoch evaluation, no curve, no bookkeeping."""
+    gen = torch.Generator().manual_seed(0)
+    model = build_model("mlp", data.input_shape, 10, generator=gen, hidden=[512, 512, 512])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(data.x_train), generator=gen)
+        for i in range(0, len(order), 128):
+            idx = order[i : i + 128]
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return loss.item()
+
+
+@pytest.mark.benchmark(group="train-3-epochs-mnist1d-mlp3x512")
+def test_baseline_plain_pytorch_loop(benchmark, data):
+    assert benchmark.pedantic(baseline_loop, args=(data,), rounds=3, iterations=1) > 0
+
+
+@pytest.mark.benchmark(group="train-3-epochs-mnist1d-mlp3x512")
+def test_gentest_train(benchmark, data):
+    result = benchmark.pedantic(train, args=(SPEC, data, torch.device("cpu")), rounds=3, iterations=1)
+    assert result.metrics["epochs"] == EPOCHS
