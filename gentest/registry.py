@@ -19,6 +19,7 @@ A duplicate name, a missing or unknown orientation, or a plug-in that cannot be 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -63,7 +64,7 @@ class Measure:
 
 # Where the module being imported came from ("entry point measures.norms (gentest)",
 # "plugin /path/file.py"), so errors and `gentest measures` can name it.
-_current_source: contextvars.ContextVar[str] = contextvars.ContextVar("source", default="(defined in code)")
+_current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("source", default=None)
 _MEASURES: dict[str, Measure] = {}
 
 
@@ -108,6 +109,8 @@ def measure(
 
 def _source_of(fn: Callable) -> str:
     source = _current_source.get()
+    if source is None:  # imported directly, not through an entry point or --plugin
+        return f"module {fn.__module__}"
     # An entry-point module may import another measure module (shared helpers): credit each
     # measure to the module that defines it, not to the entry point being loaded.
     if source.startswith("entry point "):
@@ -138,6 +141,11 @@ def load_entry_points() -> None:
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else "?"
         _import_as(f"entry point {ep.value} ({dist})", lambda ep=ep: ep.load())
+        # Measures of this module that were imported directly before (a test, a script)
+        # registered as "module ..."; credit them to the entry point that names the module.
+        for name, m in list(_MEASURES.items()):
+            if m.fn.__module__ == ep.module and m.source == f"module {ep.module}":
+                _MEASURES[name] = dataclasses.replace(m, source=f"entry point {ep.module} ({dist})")
 
 
 def load_plugin(path: str | Path) -> None:
