@@ -19,23 +19,8 @@ from gentest.context import MeasureContext, RunCache
 from gentest.datasets import DataSplit
 from gentest.registry import _MEASURES
 
-W1 = [[1, 0, -1], [2, 1, 0], [0, -1, 1], [1, 1, 1]]
-B1 = [0, 1, -1, 0]
-W2 = [[1, -1, 0, 2], [0, 1, 1, -1], [1, 0, -1, 0]]
-B2 = [1, 0, 0]
-W1_INIT = [[0, 0, -1], [1, 1, 0], [0, 0, 1], [1, 0, 1]]
-B1_INIT = [0, 0, 0, 0]
-W2_INIT = [[1, 0, 0, 1], [0, 1, 0, -1], [1, 0, 0, 0]]
-B2_INIT = [0, 0, 0]
+from tiny_mlp import B1, B1_INIT, B2, B2_INIT, W1, W1_INIT, W2, W2_INIT, mlp
 
-
-def mlp(w1, b1, w2, b2) -> nn.Module:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
-    with torch.no_grad():
-        for layer, w, b in ((model[1], w1, b1), (model[3], w2, b2)):
-            layer.weight.copy_(torch.tensor(w, dtype=torch.float32))
-            layer.bias.copy_(torch.tensor(b, dtype=torch.float32))
-    return model
 
 
 def numpy_logits(x: np.ndarray, w1=W1, b1=B1, w2=W2, b2=B2) -> np.ndarray:

@@ -18,15 +18,8 @@ from gentest.context import MeasureContext, RunCache
 from gentest.datasets import DataSplit
 from gentest.registry import _MEASURES
 
-# The tiny MLP 3 -> 4 -> 3 (ReLU), trained and initial weights as plain lists.
-W1 = [[1, 0, -1], [2, 1, 0], [0, -1, 1], [1, 1, 1]]
-B1 = [0, 1, -1, 0]
-W2 = [[1, -1, 0, 2], [0, 1, 1, -1], [1, 0, -1, 0]]
-B2 = [1, 0, 0]
-W1_INIT = [[0, 0, -1], [1, 1, 0], [0, 0, 1], [1, 0, 1]]
-B1_INIT = [0, 0, 0, 0]
-W2_INIT = [[1, 0, 0, 1], [0, 1, 0, -1], [1, 0, 0, 0]]
-B2_INIT = [0, 0, 0]
+from tiny_mlp import B1, B1_INIT, B2, B2_INIT, W1, W1_INIT, W2, W2_INIT, mlp
+
 
 NORM_MEASURES = [
     "norm.param_l2",
@@ -35,17 +28,6 @@ NORM_MEASURES = [
     "norm.log_sum_frobenius",
     "norm.log_prod_spectral",
 ]
-
-
-def mlp(w1, b1, w2, b2, bias=True) -> nn.Module:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4, bias=bias), nn.ReLU(), nn.Linear(4, 3, bias=bias))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.tensor(w1, dtype=torch.float32))
-        model[3].weight.copy_(torch.tensor(w2, dtype=torch.float32))
-        if bias:
-            model[1].bias.copy_(torch.tensor(b1, dtype=torch.float32))
-            model[3].bias.copy_(torch.tensor(b2, dtype=torch.float32))
-    return model
 
 
 def context(model: nn.Module, init_model: nn.Module, x=None, y=None, num_classes=3, name="test") -> MeasureContext:
