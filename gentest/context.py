@@ -171,6 +171,11 @@ class MeasureContext:
         self.init_model = copy.deepcopy(cache.init_model).eval()
         seed = int(hashlib.sha256(f"{cache.key}:{measure_name}".encode()).hexdigest()[:15], 16)
         self.generator = torch.Generator().manual_seed(seed)
+        self.recorded: dict[str, object] = {}
+
+    def record(self, **facts: object) -> None:
+        """Keep facts about this computation beside the value (e.g. ``hvps=120``)."""
+        self.recorded.update(facts)
 
     def logits(self, split: str = "train") -> torch.Tensor:
         """Logits of the trained model on a split (cached; do not modify in place)."""

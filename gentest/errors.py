@@ -8,3 +8,8 @@ traceback.
 
 class GentestError(Exception):
     """Bad input: an unknown name, a malformed suite, a missing data folder."""
+
+
+class NotApplicable(Exception):
+    """Raised by a measure that does not apply to a run (e.g. BackPACK on an unsupported
+    model). Recorded with its reason, scored as "n/a", not as an error."""

@@ -14,6 +14,10 @@ other value is still computed:
   runs in the main thread of a POSIX process; elsewhere the limit is not enforced);
 - changing the weights of the model it was given, or of the shared cached model.
 
+A measure that raises :class:`~gentest.errors.NotApplicable` is recorded with its reason as
+"does not apply" (scored ``n/a``), not as an error. What a measure puts in ``ctx.record(...)``
+(e.g. the number of Hessian-vector products it used) is stored beside its value.
+
 Ctrl-C is not swallowed: it stops the evaluation, and every value already computed stays in
 the store.
 """
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 
 from gentest.context import MeasureContext, RunCache
-from gentest.errors import GentestError
+from gentest.errors import GentestError, NotApplicable
 from gentest.leaderboard import MeasureValue
 from gentest.randomizations import tensor_digest
 from gentest.registry import Measure
@@ -83,16 +87,19 @@ def as_scalar(raw: Any) -> float:
     raise TypeError(f"returned {type(raw).__name__}{shape}, not a scalar")
 
 
-def call_isolated(measure: Measure, cache: RunCache, pristine: dict[str, torch.Tensor]) -> tuple[float | None, str | None]:
-    """Run one measure on one run; (value, None) or (None, error message)."""
+def call_isolated(measure: Measure, cache: RunCache, pristine: dict[str, torch.Tensor]) -> MeasureValue:
+    """Run one measure on one run: a value, or an error (or the reason it does not apply)."""
     ctx = MeasureContext(cache, measure.name)
-    value, error = None, None
+    value, error, not_applicable = None, None, False
+    start = time.perf_counter()
     try:
         with time_limit(measure.timeout_s):
             raw = measure.fn(ctx)
         value = as_scalar(raw)
         if not math.isfinite(value):
             value, error = None, f"returned {value}, not a finite number"
+    except NotApplicable as e:
+        error, not_applicable = str(e) or "does not apply to this run", True
     except MeasureTimeout:
         error = f"timed out after {measure.timeout_s:g} s"
     except TypeError as e:
@@ -101,8 +108,21 @@ def call_isolated(measure: Measure, cache: RunCache, pristine: dict[str, torch.T
         error = f"{type(e).__name__}: {e}"
     if _changed(ctx.model, pristine) or _changed(cache.model, pristine):
         value, error = None, "modified the model's weights (measures must leave ctx.model unchanged)"
+        not_applicable = False
         cache.model.load_state_dict(pristine)  # repair the shared copy for the next measure
-    return value, error
+    return MeasureValue(
+        cache.key, measure.name, measure.version, value, error, time.perf_counter() - start,
+        not_applicable=not_applicable, extra=_json_ready(ctx.recorded),
+    )
+
+
+def _json_ready(recorded: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in recorded.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        out[str(k)] = v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v)
+    return out
 
 
 def _changed(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> bool:
@@ -129,9 +149,7 @@ def evaluate(
         cache = _cache_for(run, data, device)
         pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
         for measure in todo[run.key]:
-            start = time.perf_counter()
-            value, error = call_isolated(measure, cache, pristine)
-            result = MeasureValue(run.key, measure.name, measure.version, value, error, time.perf_counter() - start)
+            result = call_isolated(measure, cache, pristine)
             store.put_value(result)
             progress.value_done(run, result)
     return [store.get_value(run.key, m.name, m.version) for run in runs for m in measures]

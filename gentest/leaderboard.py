@@ -39,7 +39,7 @@ class MeasureScore:
     auroc: float | None  # oriented measure as a classifier of randomized (positive) vs natural runs
     auroc_ci: tuple[float, float] | None
     kendall_tau: float | None  # tau-b of the oriented measure against the gap, where p is swept
-    verdict: str  # "separates", "inverts", "fails" or "error"
+    verdict: str  # "separates", "inverts", "fails", "error" or "n/a" (does not apply)
     errors: int  # runs on which the measure errored
     n_ties: int = 0  # pairs where the measure gave both twins the same value
     reason: str = ""  # why the verdict is what it is, in words
@@ -61,6 +61,8 @@ class MeasureValue:
     value: float | None
     error: str | None
     seconds: float
+    not_applicable: bool = False  # error holds the reason the measure does not apply
+    extra: dict[str, Any] = field(default_factory=dict)  # what the measure recorded (ctx.record)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -88,10 +88,16 @@ def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure],
     ]
     present = [v for v in values if v is not None]
     by_measure: dict[str, dict[str, float | None]] = {m.name: {} for m in measures}
+    not_applicable: dict[str, dict[str, str]] = {m.name: {} for m in measures}
     for v in present:
         if v.measure in by_measure:
             by_measure[v.measure][v.run_key] = v.value
-    scores = score_all([(m.name, m.family, m.orientation) for m in measures], scored_runs, by_measure)
+            if v.not_applicable:
+                not_applicable[v.measure][v.run_key] = v.error or "does not apply"
+    scores = score_all(
+        [(m.name, m.family, m.orientation) for m in measures], scored_runs, by_measure,
+        not_applicable_by_measure=not_applicable,
+    )
     ok, message = controls_ok(scores)
     return Leaderboard(
         suite=suite_name,

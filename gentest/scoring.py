@@ -103,7 +103,8 @@ THRESHOLDS: dict[str, float] = {
     "separates_max_sign_error": 0.1,
     "inverts_min_sign_error": 0.9,
 }
-VERDICTS = ("separates", "inverts", "fails", "error")  # also the leaderboard's sort order
+NOT_APPLICABLE = "n/a"
+VERDICTS = ("separates", "inverts", "fails", "error", NOT_APPLICABLE)  # also the leaderboard's sort order
 ORIENTATIONS = ("higher-worse", "higher-better")
 NATURAL = "none"
 LABELS = "labels"
@@ -198,12 +199,29 @@ def score_measure(
     values: dict[str, float | None],
     n_boot: int = 1000,
     seed: int = 0,
+    not_applicable: Mapping[str, str] | None = None,
 ) -> MeasureScore:
     """Score one measure over a suite's runs (see the module docstring for every definition).
 
     ``values[run.key]`` is the measure on that run, or ``None`` (or missing, or NaN) where it
-    errored; those runs count in ``errors`` and their pairs are skipped.
+    errored; those runs count in ``errors`` and their pairs are skipped. Runs in
+    ``not_applicable`` (run key -> reason) are left out altogether; if that is every run the
+    verdict is "n/a" with the reason.
     """
+    not_applicable = dict(not_applicable or {})
+    if not_applicable:
+        applicable = [r for r in runs if r.key not in not_applicable]
+        reason = next(iter(not_applicable.values()))
+        if not applicable:
+            return MeasureScore(
+                name=name, family=family, orientation=orientation, n_pairs=0, sign_error=None,
+                sign_error_ci=None, worst_env_sign_error=None, worst_env=None, env_sign_errors={},
+                auroc=None, auroc_ci=None, kendall_tau=None, verdict=NOT_APPLICABLE, errors=0,
+                reason=f"does not apply: {reason}",
+            )
+        score = score_measure(name, family, orientation, applicable, values, n_boot, seed)
+        score.reason += f"; does not apply to {len(not_applicable)} of {len(runs)} runs ({reason})"
+        return score
     if orientation not in ORIENTATIONS:
         raise ValueError(f"measure {name!r}: orientation must be one of {ORIENTATIONS}, not {orientation!r}")
     if n_boot < 0:
@@ -389,6 +407,7 @@ def score_all(
     values_by_measure: dict[str, dict[str, float | None]],
     n_boot: int = 1000,
     seed: int = 0,
+    not_applicable_by_measure: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[MeasureScore]:
     """Score every ``(name, family, orientation)``; best first.
 
@@ -396,7 +415,10 @@ def score_all(
     last), then name. A measure missing from ``values_by_measure`` errored on every run.
     """
     scores = [
-        score_measure(name, family, orientation, runs, values_by_measure.get(name, {}), n_boot=n_boot, seed=seed)
+        score_measure(
+            name, family, orientation, runs, values_by_measure.get(name, {}), n_boot=n_boot, seed=seed,
+            not_applicable=(not_applicable_by_measure or {}).get(name),
+        )
         for name, family, orientation in measures
     ]
     return sorted(scores, key=_rank)

@@ -404,3 +404,16 @@ def test_controls_fail_when_twins_have_equal_gaps():
     assert not ok
     assert msg.startswith("control.gap has sign-error 0.167 instead of 0 (1 of 3 pairs have equal gaps)")
     assert msg.endswith("the suite, not the measures, is broken.")
+
+
+def test_not_applicable_runs_are_left_out_and_all_not_applicable_is_na():
+    runs = [
+        ScoredRun("n0", "a", "none", 0.0, 0, 0.2, "e"), ScoredRun("r0", "a", "labels", 1.0, 0, 0.9, "e"),
+        ScoredRun("n1", "b", "none", 0.0, 1, 0.3, "e"), ScoredRun("r1", "b", "labels", 1.0, 1, 0.8, "e"),
+    ]
+    values = {"n0": 1.0, "r0": 2.0, "n1": None, "r1": None}
+    na = {"n1": "needs BackPACK", "r1": "needs BackPACK"}
+    s = score_measure("m", "f", "higher-worse", runs, values, n_boot=0, not_applicable=na)
+    assert s.errors == 0 and s.n_pairs == 1 and s.sign_error == 0 and "does not apply to 2 of 4 runs" in s.reason
+    s = score_measure("m", "f", "higher-worse", runs, {}, n_boot=0, not_applicable={r.key: "no BN" for r in runs})
+    assert s.verdict == "n/a" and s.reason == "does not apply: no BN" and s.errors == 0
