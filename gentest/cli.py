@@ -206,7 +206,7 @@ def runs_table(rows: list[dict[str, Any]], title: str):
         table.add_row(
             r["dataset"],
             r["model"],
-            r["randomization"],
+            r["randomization"] + (f" (retrain, {r['replace_k']} replaced)" if r.get("replace_k") else ""),
             f"{r['p']:g}",
             str(r["seed"]),
             f"{100 * r['train_acc']:.2f}",

@@ -23,12 +23,13 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from gentest.datasets import DataSplit
+from gentest.errors import NotApplicable
 from gentest.models import build_model
 from gentest.randomizations import Randomized
 from gentest.spec import thaw
@@ -90,6 +91,19 @@ class RunCache:
         self._tensors: dict[str, torch.Tensor] = {}
         self._layers: list[Layer] | None = None
         self.hits: dict[str, int] = {}  # how often each cached value was reused (tests read it)
+        # Set by the evaluation when a run store is at hand: k -> the stored stability retrain.
+        self.retrainer: Callable[[int], Run] | None = None
+        self._retrained: dict[int, tuple[Run, nn.Module]] = {}
+
+    def retrained(self, k: int) -> tuple[Run, nn.Module]:
+        """The stability retrain with ``k`` examples replaced (trained once, then cached)."""
+        if k not in self._retrained:
+            if self.retrainer is None:
+                raise NotApplicable("stability needs a run store to retrain in (this context has none)")
+            run = self.retrainer(k)
+            model = rebuild_model(run, run.weights()["final"], self.input_shape, self.num_classes).to(self.device)
+            self._retrained[k] = (run, model)
+        return self._retrained[k]
 
     @classmethod
     def from_run(cls, run: Run, data: Randomized, device: torch.device) -> "RunCache":
@@ -205,3 +219,10 @@ class MeasureContext:
 
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         return self._cache.data(split)
+
+    def retrained(self, k: int) -> tuple[Run, nn.Module]:
+        """The run retrained with ``k`` training examples replaced by fresh draws, and its
+        trained model (a copy): see :mod:`gentest.stability`. Raises NotApplicable without a
+        run store. ``run.randomization["replaced_positions"]`` says which examples changed."""
+        run, model = self._cache.retrained(k)
+        return run, copy.deepcopy(model)

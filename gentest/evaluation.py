@@ -147,12 +147,24 @@ def evaluate(
         if not todo[run.key]:
             continue
         cache = _cache_for(run, data, device)
+        cache.retrainer = _retrainer(run, store, device, data)
         pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
         for measure in todo[run.key]:
             result = call_isolated(measure, cache, pristine)
             store.put_value(result)
             progress.value_done(run, result)
     return [store.get_value(run.key, m.name, m.version) for run in runs for m in measures]
+
+
+def _retrainer(run: Run, store: RunStore, device: torch.device, data: DataCache):
+    """Stability retrains are ordinary runs of the store: trained once, then reused."""
+    from gentest.runner import train_missing
+    from gentest.stability import retrain_spec
+
+    def retrain(k: int) -> Run:
+        return train_missing([retrain_spec(run.spec, k)], store, device, data)[0]
+
+    return retrain
 
 
 def _cache_for(run: Run, data: DataCache, device: torch.device) -> RunCache:

@@ -117,7 +117,8 @@ def stored_leaderboard(store: RunStore, suite: Suite | None, plugins: Iterable[s
     """Re-score from the store alone: the suite's runs (or all runs) and every cached value
     of a registered measure; nothing is trained or computed."""
     keys = [s.key for s in suite.specs if s.key in store] if suite is not None else store.keys()
-    runs = [store.load(k) for k in keys]
+    # Stability retrains live in the store too, but they are measurements, not suite runs.
+    runs = [run for run in map(store.load, keys) if not run.spec.replace_k]
     available = all_measures(plugins)
     measures = [m for m in available.values() if any(store.get_value(r.key, m.name, m.version) for r in runs)]
     values = [store.get_value(r.key, m.name, m.version) for r in runs for m in measures]

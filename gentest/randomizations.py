@@ -106,9 +106,19 @@ def tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+def replace_fields(data: DataSplit, **changes: torch.Tensor) -> DataSplit:
+    """A copy of ``data`` with some tensors replaced."""
+    return _replace(data, **changes)
+
+
 def _replace(data: DataSplit, **changes: torch.Tensor) -> DataSplit:
     fields = {k: getattr(data, k) for k in ("name", "x_train", "y_train", "x_test", "y_test", "num_classes")}
     return DataSplit(**{**fields, **changes})
+
+
+def corrupt_labels(y: torch.Tensor, p: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """Each label redrawn uniformly from all classes with probability ``p``."""
+    return _corrupt(y, p, num_classes, gen)[0]
 
 
 def _corrupt(y: torch.Tensor, p: float, num_classes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

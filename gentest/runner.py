@@ -42,10 +42,16 @@ class DataCache:
 
 
 def training_data(spec: RunSpec, data: DataCache) -> Randomized:
-    """The data exactly as ``spec`` trains on it: the dataset with its randomization applied."""
-    return randomize(
+    """The data exactly as ``spec`` trains on it: the dataset with its randomization applied
+    (and, for a stability retrain, ``replace_k`` training examples replaced)."""
+    randomized = randomize(
         data.get(spec), spec.randomization, spec.p, spec.seed_for("randomization"), spec.corrupt_test_labels
     )
+    if spec.replace_k:
+        from gentest.stability import replace_examples
+
+        randomized = replace_examples(randomized, data.get(spec), spec)
+    return randomized
 
 
 def train_missing(

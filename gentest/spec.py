@@ -70,6 +70,9 @@ class RunSpec:
     model_args: Frozen = "{}"
     corrupt_test_labels: bool = False
     train: TrainSettings = TrainSettings()
+    # Stability retraining: this many training examples replaced by fresh draws (0 = none).
+    # Left out of the canonical form when 0, so ordinary runs keep their keys.
+    replace_k: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical JSON-ready form (also what the store writes as ``spec.json``)."""
@@ -83,7 +86,7 @@ class RunSpec:
             "corrupt_test_labels": self.corrupt_test_labels,
             "seed": self.seed,
             "train": asdict(self.train),
-        }
+        } | ({"replace_k": self.replace_k} if self.replace_k else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -97,6 +100,7 @@ class RunSpec:
             corrupt_test_labels=bool(d.get("corrupt_test_labels", False)),
             seed=int(d["seed"]),
             train=TrainSettings(**d.get("train", {})),
+            replace_k=int(d.get("replace_k", 0)),
         )
 
     @property
@@ -128,7 +132,8 @@ class RunSpec:
     def label(self) -> str:
         """A short human-readable name, e.g. ``mnist1d/mlp/labels(p=1)/seed0``."""
         rnd = self.randomization + (f"(p={self.p:g})" if self.randomization == "labels" else "")
-        return f"{self.dataset}/{self.model}/{rnd}/seed{self.seed}"
+        retrain = f"/replace{self.replace_k}" if self.replace_k else ""
+        return f"{self.dataset}/{self.model}/{rnd}/seed{self.seed}{retrain}"
 
 
 def _digest(obj: Any) -> str:

@@ -69,6 +69,7 @@ class Run:
             "steps_to_fit": m["steps_to_fit"],
             "wall_s": m["wall_s"],
             "device": m["device"],
+            "replace_k": s.replace_k,
         }
 
 
