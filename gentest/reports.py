@@ -47,7 +47,7 @@ DASH = "—"
 REPORT_FILES = ("leaderboard.json", "leaderboard.md", "leaderboard.html", "runs.csv", "measures.csv")
 MEASURE_VALUE_COLUMNS = ("run_key", "measure", "version", "value", "error", "seconds")
 RUN_COLUMNS = ("dataset", "model", "randomization", "p", "seed")  # joined onto measures.csv
-VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "fails": "dim", "error": "red"}
+VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "fails": "dim", "error": "red", "n/a": "blue"}
 
 HOW_TO_READ = (
     "Each natural run is paired with randomized twins trained with identical settings; only the "
@@ -220,7 +220,8 @@ def _runs_rows(board: Leaderboard) -> list[list[str]]:
 
 
 def _error_rows(board: Leaderboard) -> list[list[str]]:
-    return [[v.measure, v.run_key, str(v.error)] for v in board.values if v.error]
+    # A measure that does not apply is not an error: its reason is in the leaderboard row.
+    return [[v.measure, v.run_key, str(v.error)] for v in board.values if v.error and not v.not_applicable]
 
 
 def _controls_line(board: Leaderboard, md: bool) -> str:
@@ -333,7 +334,7 @@ def render_html(board: Leaderboard) -> str:
         f'<p class="{"ok" if board.controls_ok else "broken"}">{_h(_controls_line(board, md=False))}</p>',
         "<h2>Leaderboard</h2>",
         _html_table(LEADERBOARD_HEADER, _leaderboard_rows(board),
-                    lambda row: {verdict_col: f"v-{row[verdict_col]}"}) if board.measures else "<p>No measures were scored.</p>",
+                    lambda row: {verdict_col: "v-" + row[verdict_col].replace("/", "")}) if board.measures else "<p>No measures were scored.</p>",
         "<h2>Verdict thresholds</h2>",
     ]
     if board.thresholds:
