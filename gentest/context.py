@@ -14,8 +14,21 @@ Conventions that measures rely on:
   misclassified point (the pitfall of taking ``.abs()``, see anchors.md §3).
 - ``layers()`` lists the weight matrices of the Linear and Conv layers in forward order, each
   reshaped to (out, in·k…) (conv kernels as reshaped matrices, not exact conv operators), with
-  the matching initial matrix. Biases and normalization layers are not included, and
-  BatchNorm is not folded into the preceding layer.
+  the matching initial matrix. Biases are carried beside the matrices; normalization layers
+  are not layers of their own.
+- BatchNorm is **folded** into the layer it directly follows: ``MeasureContext.layers()``
+  (``fold_bn=True``, the default) gives the matrices of the network in which every BatchNorm
+  (eval mode, running statistics) has been absorbed into the preceding Linear/Conv, per
+  output channel: W' = W·γ/√(var+ε), b' = (b − μ)·γ/√(var+ε) + β (b = 0 for a layer without
+  bias; γ = 1 for the shift-only BatchNorm of the Inception model or an affine-free one, β =
+  0 without affine). The trained and the initial model are folded alike, each with its own
+  running statistics. A model without BatchNorm gets exactly the unfolded layers (the same
+  tensors). A BatchNorm that does not directly follow a Linear/Conv inside an
+  ``nn.Sequential`` (pre-activation nets, a BatchNorm first in its container, one inside a
+  custom module whose forward order is unknown) cannot be folded: ``layers()`` then raises
+  :class:`~gentest.errors.NotApplicable`. ``layers(fold_bn=False)`` is the raw view (no
+  folding, never raises for that reason); :meth:`MeasureContext.folded_model` is the folded
+  network itself (BatchNorm replaced by ``nn.Identity``).
 """
 
 from __future__ import annotations
@@ -49,6 +62,110 @@ class Layer:
     initial: torch.Tensor
     bias: torch.Tensor | None
     initial_bias: torch.Tensor | None
+
+
+def _describe(name: str, module: nn.Module) -> str:
+    return f"{type(module).__name__} '{name}'" if name else type(module).__name__
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval-mode function) with every BatchNorm folded into the layer it follows.
+
+    Each ``nn.BatchNorm1d/2d/3d`` (any ``_BatchNorm`` subclass, e.g. the shift-only
+    ``ShiftOnlyBatchNorm2d`` whose scale is a buffer of ones) that is the child right after a
+    Linear/Conv1d/2d/3d in the same ``nn.Sequential`` is absorbed into that layer, per output
+    channel c, with its running statistics (the eval-mode function):
+
+        s_c = γ_c / √(var_c + ε),  W'_c = s_c·W_c,  b'_c = (b_c − μ_c)·s_c + β_c
+
+    (b = 0 when the layer has no bias — a bias Parameter is then added — γ = 1 and β = 0 for an
+    affine-free BatchNorm), and the BatchNorm is replaced by ``nn.Identity``. The arithmetic is
+    done in float64 and stored in the layer's dtype. The original model is left untouched.
+
+    Only ``nn.Sequential`` containers are trusted to run their children in registration order
+    (a custom module's ``forward`` may not). A BatchNorm that is not directly after a
+    Linear/Conv of matching width in an ``nn.Sequential`` — pre-activation nets (BatchNorm
+    after a ReLU), a BatchNorm first in its container or the whole model, one inside a custom
+    module, one without running statistics — raises :class:`NotApplicable` with a message
+    "BatchNorm after … cannot be folded into a preceding layer".
+    """
+    model = copy.deepcopy(model)
+    if isinstance(model, nn.modules.batchnorm._BatchNorm):
+        raise NotApplicable("BatchNorm after the model input cannot be folded into a preceding layer: the model is a BatchNorm")
+    for parent_name, parent in list(model.named_modules()):
+        children = list(parent.named_children())
+        for i, (child_name, child) in enumerate(children):
+            if not isinstance(child, nn.modules.batchnorm._BatchNorm):
+                continue
+            full = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not isinstance(parent, nn.Sequential):
+                raise NotApplicable(
+                    f"BatchNorm after an unknown layer cannot be folded into a preceding layer: '{full}' is inside "
+                    f"{_describe(parent_name, parent)}, not an nn.Sequential, so the layer it follows is not known"
+                )
+            if i == 0:
+                raise NotApplicable(
+                    f"BatchNorm after the start of {_describe(parent_name, parent)} cannot be folded into a "
+                    f"preceding layer ('{full}' must directly follow a Linear or Conv layer)"
+                )
+            prev_name, prev = children[i - 1]
+            prev_full = f"{parent_name}.{prev_name}" if parent_name else prev_name
+            if not isinstance(prev, WEIGHT_LAYERS):
+                raise NotApplicable(
+                    f"BatchNorm after {_describe(prev_full, prev)} cannot be folded into a preceding layer "
+                    f"('{full}' must directly follow a Linear or Conv layer)"
+                )
+            if child.running_mean is None or child.running_var is None:
+                raise NotApplicable(
+                    f"BatchNorm after {_describe(prev_full, prev)} cannot be folded into a preceding layer: "
+                    f"'{full}' keeps no running statistics (it normalizes with batch statistics even in eval mode)"
+                )
+            if prev.weight.shape[0] != child.num_features:
+                raise NotApplicable(
+                    f"BatchNorm after {_describe(prev_full, prev)} cannot be folded into a preceding layer: "
+                    f"'{full}' has {child.num_features} features but the layer has {prev.weight.shape[0]} outputs"
+                )
+            w = prev.weight.double()
+            mean, var = child.running_mean.double(), child.running_var.double()
+            gamma = child.weight.double() if isinstance(child.weight, torch.Tensor) else torch.ones_like(mean)
+            beta = child.bias.double() if isinstance(child.bias, torch.Tensor) else torch.zeros_like(mean)
+            scale = gamma / torch.sqrt(var + child.eps)
+            bias = prev.bias.double() if prev.bias is not None else torch.zeros_like(mean)
+            new_weight = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+            new_bias = (bias - mean) * scale + beta
+            prev.weight.copy_(new_weight.to(prev.weight.dtype))
+            if prev.bias is None:
+                prev.bias = nn.Parameter(new_bias.to(prev.weight.dtype), requires_grad=prev.weight.requires_grad)
+            else:
+                prev.bias.copy_(new_bias.to(prev.bias.dtype))
+            setattr(parent, child_name, nn.Identity())
+    return model.eval()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` contains a BatchNorm module (any ``_BatchNorm`` subclass)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def weight_layers(model: nn.Module, init_model: nn.Module) -> list[Layer]:
+    """The Linear/Conv layers of ``model`` in ``named_modules()`` order, paired by name with ``init_model``'s."""
+    init_modules = dict(init_model.named_modules())
+    layers = []
+    for name, module in model.named_modules():
+        if isinstance(module, WEIGHT_LAYERS):
+            init = init_modules[name]
+            layers.append(
+                Layer(
+                    name=name,
+                    kind=type(module).__name__,
+                    weight=module.weight.detach().reshape(module.weight.shape[0], -1),
+                    initial=init.weight.detach().reshape(init.weight.shape[0], -1),
+                    bias=None if module.bias is None else module.bias.detach(),
+                    initial_bias=None if init.bias is None else init.bias.detach(),
+                )
+            )
+    return layers
 
 
 def rebuild_model(run: Run, state: dict[str, torch.Tensor], input_shape, num_classes: int) -> nn.Module:
@@ -90,6 +207,8 @@ class RunCache:
         self.init_model = init_model.to(self.device).eval()
         self._tensors: dict[str, torch.Tensor] = {}
         self._layers: list[Layer] | None = None
+        self._folded: tuple[nn.Module, nn.Module] | NotApplicable | None = None
+        self._folded_layers: list[Layer] | None = None
         self.hits: dict[str, int] = {}  # how often each cached value was reused (tests read it)
         # Set by the evaluation when a run store is at hand: k -> the stored stability retrain.
         self.retrainer: Callable[[int], Run] | None = None
@@ -147,23 +266,41 @@ class RunCache:
         return self.cached(f"margins/{split}", compute)
 
     def layers(self) -> list[Layer]:
+        """The Linear/Conv layers as they are in the model (BatchNorm not folded); views of its weights."""
         if self._layers is None:
-            init_modules = dict(self.init_model.named_modules())
-            self._layers = []
-            for name, module in self.model.named_modules():
-                if isinstance(module, WEIGHT_LAYERS):
-                    init = init_modules[name]
-                    self._layers.append(
-                        Layer(
-                            name=name,
-                            kind=type(module).__name__,
-                            weight=module.weight.detach().reshape(module.weight.shape[0], -1),
-                            initial=init.weight.detach().reshape(init.weight.shape[0], -1),
-                            bias=None if module.bias is None else module.bias.detach(),
-                            initial_bias=None if init.bias is None else init.bias.detach(),
-                        )
-                    )
+            self._layers = weight_layers(self.model, self.init_model)
         return self._layers
+
+    def has_batchnorm(self) -> bool:
+        return has_batchnorm(self.model)
+
+    def folded_models(self) -> tuple[nn.Module, nn.Module]:
+        """(trained, initial) with every BatchNorm folded (see :func:`fold_batchnorm`); cached.
+
+        Raises :class:`NotApplicable` when a BatchNorm cannot be folded. Without BatchNorm these
+        are the cache's own models (not copies): never modify them.
+        """
+        if self._folded is None:
+            if not self.has_batchnorm():
+                self._folded = (self.model, self.init_model)
+            else:
+                try:
+                    self._folded = (fold_batchnorm(self.model), fold_batchnorm(self.init_model))
+                except NotApplicable as e:
+                    self._folded = e
+        if isinstance(self._folded, NotApplicable):
+            raise NotApplicable(str(self._folded))
+        return self._folded
+
+    def folded_layers(self) -> list[Layer]:
+        """The layers of the BatchNorm-folded network (trained and initial); :meth:`layers` itself
+        when the model has no BatchNorm. Raises :class:`NotApplicable` when folding is impossible."""
+        if self._folded_layers is None:
+            if not self.has_batchnorm():
+                self._folded_layers = self.layers()
+            else:
+                self._folded_layers = weight_layers(*self.folded_models())
+        return self._folded_layers
 
 
 class MeasureContext:
@@ -186,6 +323,7 @@ class MeasureContext:
         seed = int(hashlib.sha256(f"{cache.key}:{measure_name}".encode()).hexdigest()[:15], 16)
         self.generator = torch.Generator().manual_seed(seed)
         self.recorded: dict[str, object] = {}
+        self._folded_layers: list[Layer] | None = None
 
     def record(self, **facts: object) -> None:
         """Keep facts about this computation beside the value (e.g. ``hvps=120``)."""
@@ -203,9 +341,38 @@ class MeasureContext:
         """The q-quantile of the margins (Jiang et al. 2020 use the 10th percentile), sign kept."""
         return torch.quantile(self.margins(split).double(), q).item()
 
-    def layers(self) -> list[Layer]:
-        """Weight matrices of the Linear/Conv layers, forward order, with initial values."""
-        return self._cache.layers()
+    def layers(self, fold_bn: bool = True) -> list[Layer]:
+        """Weight matrices of the Linear/Conv layers, forward order, with initial values.
+
+        ``fold_bn=True`` (default): of the network with every BatchNorm folded into the layer
+        before it (see the module docstring; raises :class:`NotApplicable` when a BatchNorm
+        cannot be folded). A model without BatchNorm gets the same tensors either way: views of
+        the shared model's weights, so never modify them. For a model with BatchNorm the folded
+        tensors are this context's own copies. ``fold_bn=False``: the raw layers.
+        """
+        if not fold_bn or not self._cache.has_batchnorm():
+            return self._cache.layers()
+        if self._folded_layers is None:
+            self._folded_layers = [
+                Layer(
+                    name=layer.name,
+                    kind=layer.kind,
+                    weight=layer.weight.clone(),
+                    initial=layer.initial.clone(),
+                    bias=None if layer.bias is None else layer.bias.clone(),
+                    initial_bias=None if layer.initial_bias is None else layer.initial_bias.clone(),
+                )
+                for layer in self._cache.folded_layers()
+            ]
+        return self._folded_layers
+
+    def folded_model(self, init: bool = False) -> nn.Module:
+        """A fresh copy (eval mode) of the trained — or with ``init=True`` the initial — model with
+        every BatchNorm folded into the preceding layer and replaced by ``nn.Identity``; the
+        model itself when it has no BatchNorm (a copy too). Raises :class:`NotApplicable` when
+        a BatchNorm cannot be folded."""
+        model, init_model = self._cache.folded_models()
+        return copy.deepcopy(init_model if init else model).eval()
 
     def weights(self, init: bool = False) -> Iterator:
         """Per-layer weight matrices; with ``init=True``, pairs (trained, initial)."""

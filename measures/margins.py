@@ -85,8 +85,8 @@ def spectral_normalized_margin(ctx) -> float:
     (1-Lipschitz activations: ReLU, max-pooling, so ρ_i = 1). Conventions:
 
     - A_i are the Linear/Conv weight matrices of ``ctx.layers()`` in PyTorch's (out, in)
-      layout (conv kernels reshaped, not the conv operator; biases left out; BatchNorm not
-      folded). ‖·‖_σ is the spectral norm.
+      layout (conv kernels reshaped, not the conv operator; biases left out; BatchNorm folded
+      into the preceding layer, see gentest.context). ‖·‖_σ is the spectral norm.
     - ‖Aᵀ‖_{2,1} is the (2,1) group norm of Aᵀ: the sum over the columns of Aᵀ of their L2
       norms. Bartlett's A_i maps R^{d_{i−1}} → R^{d_i}, i.e. it is (out, in) like PyTorch's,
       so the columns of Aᵀ are the rows of A — one per output unit — and we sum the L2 norms

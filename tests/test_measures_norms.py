@@ -1,11 +1,14 @@
 """Norm measures against independent computations on hand-built tiny models.
 
 Expected values come from numpy / plain Python on the known integer matrices (hand arithmetic
-where it is short), never from the code path of ``measures.norms``.
+where it is short), never from the code path of ``measures.norms``: numpy SVDs, explicit loops
+over rows for group norms, and loops over every input→output path for path norms.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 
 import numpy as np
@@ -16,6 +19,8 @@ from torch import nn
 import measures.norms as norms
 from gentest.context import MeasureContext, RunCache
 from gentest.datasets import DataSplit
+from gentest.errors import NotApplicable
+from gentest.models import build_model
 from gentest.registry import _MEASURES
 
 from tiny_mlp import B1, B1_INIT, B2, B2_INIT, W1, W1_INIT, W2, W2_INIT, mlp
@@ -224,3 +229,304 @@ def test_deep_product_does_not_overflow():
     assert norms.over_layers(ctx, norms.of_weight(norms.spectral_sq), "product") == math.inf
     assert call("norm.log_prod_spectral", ctx) == pytest.approx(depth * 2 * math.log(scale), rel=1e-12)
     assert call("norm.log_sum_frobenius", ctx) == pytest.approx(math.log(depth) + math.log(4 * scale**2), rel=1e-12)
+
+
+# =============================================================================================
+# The extended family: spectral/stable-rank sums, group norms, path norms, ÷ margin variants.
+# Expected values from numpy SVDs, explicit loops over rows/units and over every path.
+# =============================================================================================
+
+NEW_NORM_MEASURES = [
+    "norm.dist_spec_init",
+    "norm.log_sum_spectral",
+    "norm.fro_over_spec",
+    "norm.log_prod_group_1_inf",
+    "norm.log_prod_group_2_2",
+    "norm.log_prod_group_3_1_5",
+    "norm.path_norm_1",
+    "norm.path_norm_2",
+]
+OVER_MARGIN_MEASURES = [
+    "margin.log_prod_spectral_over_margin",
+    "margin.log_prod_frobenius_over_margin",
+    "margin.path_norm_2_over_margin",
+    "margin.log_sum_spectral_over_margin",
+    "margin.log_sum_frobenius_over_margin",
+]
+
+
+def test_new_measures_registered_with_metadata():
+    for name in NEW_NORM_MEASURES + OVER_MARGIN_MEASURES:
+        m = _MEASURES[name]
+        assert m.family == name.split(".")[0]
+        assert m.orientation == "higher-worse"
+        assert m.description, name
+    assert _MEASURES["norm.dist_spec_init"].requires == {"init"}
+    for name in OVER_MARGIN_MEASURES:
+        assert _MEASURES[name].requires == {"train_data"}
+    for name in ["norm.dist_spec_init", "norm.log_sum_spectral", "norm.fro_over_spec"] + OVER_MARGIN_MEASURES:
+        assert "Jiang" in _MEASURES[name].fn.__doc__
+    for name in ["norm.log_prod_group_1_inf", "norm.log_prod_group_3_1_5", "norm.path_norm_1"]:
+        assert "Neyshabur" in _MEASURES[name].fn.__doc__
+
+
+def fro_sq(m) -> float:
+    return float(np.sum(np.array(m, dtype=np.float64) ** 2))
+
+
+def test_dist_spec_init():
+    expected = sigma_max(diff(W1, W1_INIT)) ** 2 + sigma_max(diff(W2, W2_INIT)) ** 2
+    assert call("norm.dist_spec_init", tiny_ctx()) == pytest.approx(expected, rel=1e-9)
+    ctx = context(mlp(W1, B1, W2, B2), mlp(W1, B1_INIT, W2, B2_INIT))  # only the biases moved
+    assert call("norm.dist_spec_init", ctx) == 0.0
+
+
+def test_log_sum_spectral():
+    expected = math.log(2) + (math.log(sigma_max(W1) ** 2) + math.log(sigma_max(W2) ** 2)) / 2
+    assert call("norm.log_sum_spectral", tiny_ctx()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fro_over_spec_is_a_sum_of_stable_ranks():
+    expected = fro_sq(W1) / sigma_max(W1) ** 2 + fro_sq(W2) / sigma_max(W2) ** 2
+    assert call("norm.fro_over_spec", tiny_ctx()) == pytest.approx(expected, rel=1e-9)
+    # Rank-one layers have stable rank exactly 1.
+    a = [[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 0.0], [-1.0, -2.0, 0.0]]
+    b = [[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    ctx = context(mlp(a, B1, b, B2), mlp(W1_INIT, B1_INIT, W2_INIT, B2_INIT))
+    assert call("norm.fro_over_spec", ctx) == pytest.approx(2.0, rel=1e-12)
+
+
+def loop_group_norm(m, p, q) -> float:
+    """‖W‖_{p,q}: for each unit (row = incoming weights) the p-norm, then the q-norm over units."""
+    per_unit = []
+    for row in m:
+        per_unit.append(sum(abs(float(v)) ** p for v in row) ** (1 / p))
+    if q == math.inf:
+        return max(per_unit)
+    return sum(u**q for u in per_unit) ** (1 / q)
+
+
+@pytest.mark.parametrize(
+    "name, p, q",
+    [("norm.log_prod_group_1_inf", 1, math.inf), ("norm.log_prod_group_2_2", 2, 2), ("norm.log_prod_group_3_1_5", 3, 1.5)],
+)
+def test_group_norms_by_explicit_loops(name, p, q):
+    expected = math.log(loop_group_norm(W1, p, q)) + math.log(loop_group_norm(W2, p, q))
+    assert call(name, tiny_ctx()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_group_norms_by_hand():
+    # L_{1,∞}: row 1-norms of W1 are 2, 3, 2, 3 -> 3; of W2 are 4, 3, 2 -> 4. Log of 12.
+    assert call("norm.log_prod_group_1_inf", tiny_ctx()) == pytest.approx(math.log(12), rel=1e-12)
+    # L_{2,2} is the Frobenius norm, so the log product is half of Jiang's squared one.
+    ctx = tiny_ctx()
+    assert call("norm.log_prod_group_2_2", ctx) == pytest.approx(0.5 * call("norm.log_prod_frobenius", ctx), rel=1e-12)
+
+
+def three_layer(ws, bs=None) -> nn.Module:
+    """Linear(3→4) → ReLU → Linear(4→3) → ReLU → Linear(3→2), weights from ``ws``."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        for i, layer in enumerate([model[0], model[2], model[4]]):
+            layer.weight.copy_(torch.as_tensor(ws[i]))
+            layer.bias.copy_(torch.as_tensor(bs[i]) if bs is not None else torch.zeros(layer.bias.shape))
+    return model
+
+
+def random_three_layer(seed: int):
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(4, 3)), rng.normal(size=(3, 4)), rng.normal(size=(2, 3))]
+    bs = [rng.normal(size=4), rng.normal(size=3), rng.normal(size=2)]
+    return [w.astype(np.float32) for w in ws], [b.astype(np.float32) for b in bs]
+
+
+def brute_force_path_sum(ws, p) -> float:
+    """Σ over every input→hidden→hidden→output path of Π |w_e|^p, one loop per layer."""
+    a, b, c = (np.array(w, dtype=np.float64) for w in ws)
+    total = 0.0
+    for i in range(3):  # input
+        for j in range(4):  # first hidden layer
+            for k in range(3):  # second hidden layer
+                for o in range(2):  # output
+                    total += abs(a[j, i]) ** p * abs(b[k, j]) ** p * abs(c[o, k]) ** p
+    return total
+
+
+def small_ctx(model, x=None, y=None, num_classes=2, init=None):
+    if x is None:
+        x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 1.0, 3.0], [2.0, 2.0, -1.0], [-1.0, 0.0, 1.0]])
+        y = torch.tensor([0, 1, 1, 0])
+    return context(model, init if init is not None else copy.deepcopy(model), x, y, num_classes=num_classes)
+
+
+
+def test_path_norms_by_brute_force_over_every_path():
+    ws, bs = random_three_layer(0)
+    ctx = small_ctx(three_layer(ws, bs))  # biases present: dropped by the path norm
+    assert call("norm.path_norm_1", ctx) == pytest.approx(brute_force_path_sum(ws, 1), rel=1e-6)
+    assert call("norm.path_norm_2", ctx) == pytest.approx(brute_force_path_sum(ws, 2) ** 0.5, rel=1e-6)
+    assert norms.path_norm(ctx.model, (3,), 1.5) == pytest.approx(brute_force_path_sum(ws, 1.5) ** (1 / 1.5), rel=1e-6)
+    # The biases do not matter (dropped).
+    assert call("norm.path_norm_2", small_ctx(three_layer(ws))) == pytest.approx(call("norm.path_norm_2", ctx), rel=1e-12)
+
+
+def test_path_norm_is_invariant_to_rescaling_a_relu_unit():
+    ws, bs = random_three_layer(1)
+    for layer, unit, c in [(0, 2, 8.0), (1, 0, 0.125), (0, 0, 3.0)]:
+        ws2 = [w.copy() for w in ws]
+        bs2 = [b.copy() for b in bs]
+        ws2[layer][unit, :] *= c  # incoming weights (and bias) of the unit ...
+        bs2[layer][unit] *= c
+        ws2[layer + 1][:, unit] /= c  # ... and its outgoing weights
+        a, b = small_ctx(three_layer(ws, bs)), small_ctx(three_layer(ws2, bs2))
+        torch.testing.assert_close(a.logits("train"), b.logits("train"), rtol=1e-5, atol=1e-5)  # same function
+        for name in ["norm.path_norm_1", "norm.path_norm_2"]:
+            assert call(name, a) == pytest.approx(call(name, b), rel=1e-5), (name, layer, unit, c)
+        # ... which a plain sum of Frobenius norms is not.
+        fro_sum = norms.of_weight(norms.frobenius)
+        assert norms.over_layers(a, fro_sum, "sum") != pytest.approx(norms.over_layers(b, fro_sum, "sum"))
+
+
+def test_path_norm_with_average_pooling_by_brute_force():
+    """Conv1d(2→3, k=2) on length 4 → ReLU → global average pool (3 positions) → Linear(3→2).
+
+    Each pool edge has weight 1/3, so it contributes (1/3)^p to every path through it."""
+    gen = torch.Generator().manual_seed(0)
+    kernel, fc = torch.randn(3, 2, 2, generator=gen), torch.randn(2, 3, generator=gen)
+    model = nn.Sequential(nn.Conv1d(2, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(kernel)
+        model[4].weight.copy_(fc)
+    k, v = kernel.double().numpy(), fc.double().numpy()
+    for p in (1.0, 2.0):
+        total = 0.0
+        for c in range(2):  # input channel
+            for t in range(4):  # input position
+                for o in range(3):  # conv output channel
+                    for s in range(3):  # conv output position
+                        if 0 <= t - s < 2:
+                            for q in range(2):  # class
+                                total += abs(k[o, c, t - s]) ** p * (1 / 3) ** p * abs(v[q, o]) ** p
+        assert norms.path_norm(model, (2, 4), p) == pytest.approx(total ** (1 / p), rel=1e-9), p
+    # AvgPool1d(3) is the same pool here.
+    pooled = nn.Sequential(nn.Conv1d(2, 3, 2), nn.ReLU(), nn.AvgPool1d(3), nn.Flatten(), nn.Linear(3, 2))
+    pooled.load_state_dict(model.state_dict())
+    assert norms.path_norm(pooled, (2, 4), 2.0) == pytest.approx(norms.path_norm(model, (2, 4), 2.0), rel=1e-12)
+
+
+def test_path_norm_with_max_pooling_is_the_largest_over_window_choices():
+    """Conv1d(1→2, k=2) on length 4 → ReLU → MaxPool1d(3) → Linear(2→1): enumerate the 3² choices
+    of one conv position per channel; the path norm is the largest path sum among them."""
+    gen = torch.Generator().manual_seed(1)
+    kernel, fc = torch.randn(2, 1, 2, generator=gen), torch.randn(1, 2, generator=gen)
+    model = nn.Sequential(nn.Conv1d(1, 2, 2, bias=False), nn.ReLU(), nn.MaxPool1d(3), nn.Flatten(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(kernel)
+        model[4].weight.copy_(fc)
+    k, v = kernel.double().numpy(), fc.double().numpy()
+    for p in (1.0, 2.0):
+        best = 0.0
+        for choice in itertools.product(range(3), repeat=2):  # the position each channel's max picks
+            total = 0.0
+            for o, s in enumerate(choice):
+                for t in range(4):
+                    if 0 <= t - s < 2:
+                        total += abs(k[o, 0, t - s]) ** p * abs(v[0, o]) ** p
+            best = max(best, total)
+        assert norms.path_norm(model, (1, 4), p) == pytest.approx(best ** (1 / p), rel=1e-9)
+
+
+def test_path_norm_not_applicable_for_unsupported_layers():
+    lrn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.LocalResponseNorm(2), nn.Flatten(), nn.Linear(2, 2))
+    x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    ctx = context(lrn, copy.deepcopy(lrn), x, torch.tensor([0, 1]), num_classes=2)
+    with pytest.raises(NotApplicable, match="LocalResponseNorm"):
+        call("norm.path_norm_1", ctx)
+    tanh = nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 2))
+    with pytest.raises(NotApplicable, match="Tanh"):
+        call("norm.path_norm_2", small_ctx(tanh))
+
+
+def test_path_norm_uses_the_batchnorm_folded_network():
+    gen = torch.Generator().manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+        model[1].running_mean.copy_(torch.randn(4, generator=gen))
+        model[1].running_var.copy_(0.5 + torch.rand(4, generator=gen))
+    bn = model[1]
+    s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
+    a = model[0].weight.detach().double().numpy() * s[:, None]
+    b = model[3].weight.detach().double().numpy()
+    expected = sum(abs(a[j, i]) * abs(b[o, j]) for i in range(3) for j in range(4) for o in range(2))
+    ctx = small_ctx(model)
+    assert call("norm.path_norm_1", ctx) == pytest.approx(expected, rel=1e-6)
+    assert any(isinstance(m, nn.BatchNorm1d) for m in ctx.model.modules())  # the context's model is untouched
+
+
+def test_path_norm_on_the_inception_model_runs():
+    model = build_model("inception", (3, 28, 28), 10, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))  # any size ≥ 7×7 runs
+    ctx = context(model, copy.deepcopy(model), x, torch.tensor([0, 1]), num_classes=10)
+    value = call("norm.path_norm_1", ctx)
+    assert math.isfinite(value) and value > 0
+
+
+# --- ÷ margin ---------------------------------------------------------------------------------
+
+
+def numpy_margins(x, y, w1=W1, b1=B1, w2=W2, b2=B2) -> np.ndarray:
+    h = np.maximum(0.0, np.array(x, float) @ np.array(w1, float).T + np.array(b1, float))
+    logits = h @ np.array(w2, float).T + np.array(b2, float)
+    out = []
+    for f, label in zip(logits, y):
+        out.append(f[label] - max(f[j] for j in range(len(f)) if j != label))
+    return np.array(out)
+
+
+MARGIN_X = [[1.0, 2.0, 0.0], [0.0, -1.0, 3.0], [2.0, 2.0, 2.0], [1.0, 0.0, 0.0], [0.0, 2.0, 1.0]]
+
+
+def margin_ctx(wrong: bool = False):
+    x = np.array(MARGIN_X)
+    h = np.maximum(0.0, x @ np.array(W1, float).T + np.array(B1, float))
+    logits = h @ np.array(W2, float).T + np.array(B2, float)
+    y = logits.argmin(axis=1) if wrong else logits.argmax(axis=1)
+    ctx = context(
+        mlp(W1, B1, W2, B2), mlp(W1_INIT, B1_INIT, W2_INIT, B2_INIT),
+        torch.tensor(x, dtype=torch.float32), torch.tensor(y), num_classes=3,
+    )
+    return ctx, np.percentile(numpy_margins(x, y), 10)
+
+
+def test_margin_normalized_norms():
+    ctx, gamma = margin_ctx()
+    assert gamma > 0
+    s1, s2 = sigma_max(W1) ** 2, sigma_max(W2) ** 2
+    f1, f2 = fro_sq(W1), fro_sq(W2)
+    log_g2 = 2 * math.log(gamma)
+    expected = {
+        "margin.log_prod_spectral_over_margin": math.log(s1 * s2) - log_g2,
+        "margin.log_prod_frobenius_over_margin": math.log(f1 * f2) - log_g2,
+        "margin.log_sum_spectral_over_margin": math.log(2) + (math.log(s1 * s2) - log_g2) / 2,
+        "margin.log_sum_frobenius_over_margin": math.log(2) + (math.log(f1 * f2) - log_g2) / 2,
+    }
+    for name, value in expected.items():
+        assert call(name, ctx) == pytest.approx(value, rel=1e-6), name
+
+
+def test_path_norm_over_margin_is_jiangs_unrooted_sum():
+    ctx, gamma = margin_ctx()
+    a, b = np.array(W1, float), np.array(W2, float)
+    path_sum = sum(a[j, i] ** 2 * b[o, j] ** 2 for i in range(3) for j in range(4) for o in range(3))
+    assert call("margin.path_norm_2_over_margin", ctx) == pytest.approx(path_sum / gamma**2, rel=1e-6)
+    assert call("norm.path_norm_2", ctx) == pytest.approx(math.sqrt(path_sum), rel=1e-9)
+
+
+def test_margin_normalized_norms_reject_a_non_positive_margin():
+    ctx, gamma = margin_ctx(wrong=True)
+    assert gamma < 0
+    for name in OVER_MARGIN_MEASURES:
+        with pytest.raises(ValueError, match="margin is .* <= 0"):
+            call(name, ctx)
