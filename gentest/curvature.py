@@ -1,0 +1,183 @@
+"""Curvature helpers: Hessian-vector products of a training loss, Lanczos, and stochastic
+Lanczos quadrature (SLQ). No measures live here (see ``measures/hessian.py``).
+
+- :class:`LossHessian` is the Hessian H = ∇²_w L(w) of a mean loss over one fixed batch,
+  w.r.t. every parameter that requires grad, exposed as a matrix-vector product on flat
+  vectors. The gradient is built once with ``create_graph=True`` and each product is one
+  extra backward pass (reverse-over-reverse, "double backward", as in PyHessian and
+  performance.md §3.2). It counts the products it makes (``hvps``).
+- :func:`lanczos` runs m steps of the symmetric Lanczos recurrence with *full*
+  reorthogonalization (classical Gram–Schmidt, applied twice) and returns the tridiagonal
+  matrix T as its diagonal α and off-diagonal β.
+- :func:`gauss_quadrature` turns T into the nodes and weights of Gaussian quadrature:
+  nodes θ_k = eigenvalues of T (Ritz values), weights τ_k = (first component of the k-th
+  eigenvector)², computed with ``torch.linalg.eigh`` in float64. For a unit start vector v,
+  Σ_k τ_k f(θ_k) ≈ vᵀ f(H) v, exactly so for polynomials of degree ≤ 2m − 1, and exactly for
+  every f once the Krylov space is invariant (m = dim, or an earlier breakdown).
+- :func:`slq` averages that over random Rademacher probes: the spectral density
+  φ(t) = (1/P) Σ_i δ(t − λ_i) of H is approximated by (1/n_v) Σ_l Σ_k τ_k^l δ(t − θ_k^l)
+  (Ghorbani, Krishnan & Xiao, "An investigation into neural net optimization via Hessian
+  eigenvalue density", ICML 2019; Lin, Saad & Yang, "Approximating spectral densities of large
+  matrices", SIAM Review 2016). E[vᵀ f(H) v] = tr f(H)/P for a normalized Rademacher v, so
+  Σ τ = 1 and Σ τ θ ≈ tr(H)/P.
+
+PyHessian's own ``density()`` cannot be used: PyPI's pyhessian 0.1 calls ``torch.eig``,
+removed from PyTorch (anchors.md §2.5), and it uses the global RNG.
+
+All randomness comes from an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+Matvec = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LossHessian:
+    """Hessian of ``loss_fn(model(x), y)`` w.r.t. the model's trainable parameters, as a matvec.
+
+    The model is used as given (put it in eval mode first if that is what you want) and its
+    parameters are not modified; ``.grad`` fields are not touched (``torch.autograd.grad``).
+    Parameters the loss does not depend on get zero rows. Keep the object only as long as
+    needed: it holds the double-backward graph.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.shapes = [p.shape for p in self.params]
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        self.loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(self.loss, self.params, create_graph=True, allow_unused=True)
+        # A gradient with no graph (None, or constant in w) contributes zero Hessian rows.
+        self._live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self._grads = [grads[i] for i in self._live]
+        self.hvps = 0
+
+    def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return [c.reshape(s) for c, s in zip(torch.split(v, self.sizes), self.shapes)]
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector v of length ``dim`` (in the parameters' dtype and device)."""
+        self.hvps += 1
+        if not self._grads:
+            return torch.zeros_like(v)
+        pieces = self.unflatten(v.to(self.dtype))
+        hv = torch.autograd.grad(
+            self._grads,
+            [self.params[i] for i in self._live],
+            grad_outputs=[pieces[i] for i in self._live],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        out = [torch.zeros(n, dtype=self.dtype, device=self.device) for n in self.sizes]
+        for i, h in zip(self._live, hv):
+            if h is not None:
+                out[i] = h.detach().reshape(-1)
+        return torch.cat(out)
+
+    __call__ = matvec
+
+
+def subsample(x: torch.Tensor, y: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` examples drawn without replacement with ``generator`` (all of them, in order, if
+    there are at most ``n``)."""
+    if len(y) <= n:
+        return x, y
+    idx = torch.randperm(len(y), generator=generator)[:n].to(y.device)
+    return x[idx], y[idx]
+
+
+def rademacher(dim: int, generator: torch.Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """A vector of independent ±1 entries, drawn from ``generator`` (on the CPU, then moved)."""
+    v = torch.randint(0, 2, (dim,), generator=generator).to(dtype) * 2 - 1
+    return v.to(device)
+
+
+@dataclass
+class Tridiagonal:
+    """The Lanczos matrix T: diagonal ``alpha`` (k,) and off-diagonal ``beta`` (k − 1,), float64."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        t = torch.diag(self.alpha)
+        if len(self.beta):
+            t = t + torch.diag(self.beta, 1) + torch.diag(self.beta, -1)
+        return t
+
+
+def lanczos(matvec: Matvec, v0: torch.Tensor, steps: int, breakdown_tol: float | None = None) -> Tridiagonal:
+    """``steps`` Lanczos steps from ``v0`` with full reorthogonalization; T as α, β.
+
+    Every new vector is orthogonalized against *all* previous ones, twice (classical
+    Gram–Schmidt; "twice is enough"), so T stays accurate in floating point. It stops early
+    when β_j ≤ ``breakdown_tol``·max|T| (the Krylov space is invariant: the quadrature is then
+    exact); the default tolerance is √eps of ``v0``'s dtype. Costs ``len(alpha)`` matvecs and
+    keeps ``len(alpha)`` vectors of length dim.
+    """
+    dim = v0.numel()
+    steps = min(int(steps), dim)
+    if steps < 1:
+        raise ValueError("lanczos needs at least one step")
+    tol = torch.finfo(v0.dtype).eps ** 0.5 if breakdown_tol is None else breakdown_tol
+    basis = torch.empty(steps, dim, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / torch.linalg.vector_norm(v0)
+    alphas: list[float] = []
+    betas: list[float] = []
+    scale = 0.0
+    for j in range(steps):
+        w = matvec(basis[j]).to(v0.dtype)
+        alpha = torch.dot(w, basis[j])
+        alphas.append(float(alpha))
+        if j == steps - 1:
+            break
+        # Full reorthogonalization against basis[0..j] (this also removes α_j q_j and β_{j-1} q_{j-1}).
+        q = basis[: j + 1]
+        for _ in range(2):
+            w = w - q.T @ (q @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        scale = max(scale, abs(alphas[-1]), beta, betas[-1] if betas else 0.0)
+        if beta <= tol * max(scale, torch.finfo(v0.dtype).tiny):
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    return Tridiagonal(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64))
+
+
+def gauss_quadrature(t: Tridiagonal) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes (Ritz values, ascending) and weights (squared first eigenvector components) of T."""
+    evals, evecs = torch.linalg.eigh(t.dense())
+    return evals, evecs[0].pow(2)
+
+
+def slq(
+    matvec: Matvec,
+    dim: int,
+    probes: int,
+    steps: int,
+    generator: torch.Generator,
+    dtype=torch.float32,
+    device="cpu",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stochastic Lanczos quadrature: one (nodes, weights) pair per Rademacher probe.
+
+    The spectral density of the dim × dim symmetric operator is approximated by the average over
+    probes of Σ_k τ_k δ(t − θ_k); each probe's weights sum to 1. Costs about probes × steps
+    matvecs (fewer on breakdown).
+    """
+    out = []
+    for _ in range(probes):
+        v = rademacher(dim, generator, dtype, device)
+        out.append(gauss_quadrature(lanczos(matvec, v, steps)))
+    return out

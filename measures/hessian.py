@@ -1,0 +1,299 @@
+"""Curvature of the training loss (family ``hessian``): the top eigenvalue and the trace of the
+Hessian, their scale-normalized versions, and one statistic of its eigenvalue density.
+
+H = ∇²_w L(w) is the Hessian of the mean cross-entropy L(w) = (1/n) Σ_i ℓ(f_w(x_i), y_i) with
+respect to **all** parameters w of ``model.parameters()`` (weights, biases, normalization
+parameters; buffers such as BatchNorm running statistics are not parameters). Conventions
+shared by every measure here:
+
+- Data: a fixed subsample of SAMPLES = 1,000 training examples *as trained* (randomized
+  labels or pixels included), drawn without replacement with a generator seeded from the run
+  and the name "hessian" (not from each measure's own generator), so that every Hessian
+  measure of a run looks at the same H and the shared values below do not depend on which
+  measure runs first. All of the training set when it is smaller.
+- Model: a deep copy of the trained model in eval mode (BatchNorm with its running
+  statistics, dropout off); ``ctx.model`` is untouched.
+- Hessian-vector products (HVPs) by double backward: PyHessian's ``hessian`` class (PyPI
+  pyhessian 0.1; anchors.md §2.5) for λ_max and tr(H) — run on the deep copy (it sets
+  ``.grad`` and keeps the graph), with its random vectors drawn from the *global* torch RNG
+  inside ``torch.random.fork_rng`` seeded from the "hessian" generator, so values are
+  deterministic and the caller's RNG is untouched — and :class:`gentest.curvature.LossHessian`
+  for the spectral density (PyHessian's ``density()`` calls the removed ``torch.eig``).
+- Every measure records ``hvps``: the HVPs its value took (for the ×‖w‖² measures, those of
+  the shared computation, cached in the run's RunCache and computed once per run).
+
+Cost on the default suite's MLP 3×512 (551k parameters) on a 2-core CPU: one HVP on 1,000
+examples ≈ 0.045 s; λ_max 6–14 HVPs (0.3–0.8 s), tr(H) 50 HVPs (≈ 2.3 s), the numerical rank
+50 HVPs (≈ 2.7 s); the ×‖w‖² measures reuse the cached values. Larger models cost
+proportionally more, hence ``timeout_s = TIMEOUT_S``.
+
+Sampling caveat: H on 1,000 of the 4,000 training examples is itself a random matrix. On the
+default suite, λ_max moved by ±20% (natural labels) and by up to 2.5× (random labels, whose
+top eigenvalues come from a few hard-to-fit examples) between different 1,000-example
+subsamples; tr(H) by about ±12%. The subsample is fixed per run, so values are
+reproducible, but small natural/random differences should be read with that in mind.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from gentest.context import MeasureContext
+from gentest.curvature import LossHessian, gauss_quadrature, lanczos, rademacher, subsample
+from gentest.registry import measure
+
+SAMPLES = 1000  # training examples the Hessian is taken on
+POWER_MAX_ITER = 100  # power iteration: at most this many HVPs ...
+POWER_TOL = 1e-3  # ... stopping when the Rayleigh quotient changes by less than this (relative)
+TRACE_PROBES = 50  # Hutchinson: fixed number of Rademacher probes (one HVP each)
+SLQ_PROBES = 1  # stochastic Lanczos quadrature: probes ...
+SLQ_STEPS = 50  # ... × Lanczos steps (one HVP each)
+RANK_RTOL = 1e-2  # numerical rank: count the eigenvalues above RANK_RTOL · λ_max
+TIMEOUT_S = 600.0  # HVPs on large models on a CPU are slow (the harness's default is 120 s)
+
+HESSIAN_SEED_NAME = "hessian"  # shared generator: seeded from the run key and this name
+
+
+def shared_generator(ctx) -> torch.Generator:
+    """The generator shared by the Hessian measures of a run (see the module docstring)."""
+    return MeasureContext(ctx._cache, HESSIAN_SEED_NAME).generator
+
+
+def hessian_batch(ctx, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = subsample(ctx.x_train, ctx.y_train, SAMPLES, generator)
+    if len(y) == 0:
+        raise ValueError("the training set is empty")
+    return x, y
+
+
+def _model_copy(ctx, device: torch.device) -> nn.Module:
+    model = copy.deepcopy(ctx.model).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    return model
+
+
+def _pyhessian(ctx, compute):
+    """Run ``compute(h, count)`` on a PyHessian ``hessian`` object built on a deep copy.
+
+    ``count()`` returns the HVPs made so far (a hook on the copy's first parameter counts the
+    gradients computed w.r.t. it, one per HVP). Global RNG forked and seeded from the shared
+    generator; .grad fields of the copy cleared afterwards (PyHessian leaves a graph there).
+    """
+    from pyhessian import hessian as PyHessian
+
+    gen = shared_generator(ctx)
+    x, y = hessian_batch(ctx, gen)
+    seed = int(torch.randint(2**31, (1,), generator=gen))
+    cuda = ctx.device.type == "cuda"
+    device = ctx.device if cuda else torch.device("cpu")  # pyhessian knows only cuda/cpu
+    model = _model_copy(ctx, device)
+    x, y = x.to(device), y.to(device)
+    fork = list(range(torch.cuda.device_count())) if cuda else []  # manual_seed seeds them all
+    try:
+        with torch.random.fork_rng(devices=fork), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*create_graph=True.*reference cycle.*")
+            torch.random.manual_seed(seed)
+            h = PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=cuda)
+            calls = [0]
+            h.params[0].register_hook(lambda g: calls.__setitem__(0, calls[0] + 1))
+            return compute(h, lambda: calls[0])
+    finally:
+        for p in model.parameters():
+            p.grad = None
+
+
+def top_eigenvalue_and_hvps(ctx) -> tuple[float, int]:
+    """λ_max of H by PyHessian's power iteration, and the HVPs it took (cached per run)."""
+
+    def compute() -> torch.Tensor:
+        def run(h, count):
+            eigenvalues, _ = h.eigenvalues(maxIter=POWER_MAX_ITER, tol=POWER_TOL, top_n=1)
+            return torch.tensor([eigenvalues[0], count()], dtype=torch.float64)
+
+        return _pyhessian(ctx, run)
+
+    value, hvps = ctx._cache.cached("hessian/top_eigenvalue", compute).tolist()
+    return value, int(hvps)
+
+
+def trace_and_hvps(ctx) -> tuple[float, int, float]:
+    """tr(H) by Hutchinson with TRACE_PROBES Rademacher probes (PyHessian), HVPs, standard error."""
+
+    def compute() -> torch.Tensor:
+        def run(h, count):
+            # tol = −inf disables PyHessian's early stop on the relative change of the running
+            # mean (|Δ|/(mean + 1e-6) < −inf is never true): exactly TRACE_PROBES probes.
+            samples = torch.tensor(h.trace(maxIter=TRACE_PROBES, tol=float("-inf")), dtype=torch.float64)
+            stderr = samples.std().item() / math.sqrt(len(samples)) if len(samples) > 1 else float("nan")
+            return torch.tensor([samples.mean().item(), count(), stderr], dtype=torch.float64)
+
+        return _pyhessian(ctx, run)
+
+    value, hvps, stderr = ctx._cache.cached("hessian/trace", compute).tolist()
+    return value, int(hvps), stderr
+
+
+def squared_param_norm(ctx) -> float:
+    """‖w‖² over the same parameters as the Hessian (all of ``model.parameters()``), float64."""
+    return sum(p.detach().double().pow(2).sum().item() for p in ctx.model.parameters())
+
+
+@measure(
+    "hessian.top_eigenvalue",
+    family="hessian",
+    orientation="higher-worse",
+    requires={"train_data", "hvp"},
+    timeout_s=TIMEOUT_S,
+)
+def top_eigenvalue(ctx) -> float:
+    """Top eigenvalue λ_max of the Hessian of the training loss (power iteration, PyHessian).
+
+    The local curvature behind the sharpness of Keskar et al. 2017 (anchors.md §3 "Hessian /
+    curvature"; Yao et al.'s PyHessian ``eigenvalues``). Not among Jiang et al. 2020's
+    equations. Power iteration from a Gaussian start vector, at most POWER_MAX_ITER = 100
+    HVPs, stopping when the Rayleigh quotient vᵀHv changes by less than POWER_TOL = 1e-3
+    (relative); the reported value is the last Rayleigh quotient. Power iteration converges to
+    the eigenvalue of largest *magnitude* — at a trained network the largest positive one in
+    practice, but a dominant negative eigenvalue would be returned with its sign. Data and
+    conventions: see the module docstring (1,000 training examples as trained, all
+    parameters, eval mode, mean cross-entropy). Not invariant to reparametrization (Dinh et al.
+    2017); see ``hessian.top_eigenvalue_x_weight_norm``.
+    """
+    value, hvps = top_eigenvalue_and_hvps(ctx)
+    ctx.record(hvps=hvps, samples=min(SAMPLES, ctx.n_train))
+    return value
+
+
+@measure(
+    "hessian.top_eigenvalue_x_weight_norm",
+    family="hessian",
+    orientation="higher-worse",
+    requires={"train_data", "hvp"},
+    timeout_s=TIMEOUT_S,
+)
+def top_eigenvalue_x_weight_norm(ctx) -> float:
+    """Scale-normalized sharpness λ_max(H)·‖w‖², ‖w‖ the L2 norm of all parameters.
+
+    Dinh, Pascanu, Bengio & Bengio, "Sharp minima can generalize for deep nets" (ICML 2017)
+    show that λ_max can be made arbitrarily large or small by rescaling the parameters without
+    changing the function; multiplying by ‖w‖² removes the dependence on the unit of w: under
+    the reparametrization w = c·u, H_u = c²·H_w and ‖u‖² = ‖w‖²/c², so the product is
+    unchanged (it has the units of the loss). It is *not* invariant to Dinh et al.'s layer-wise
+    rescalings (α_l per layer with Π α_l = 1), which a per-layer product ‖W_l‖²·λ(H_l) would
+    need (Petzka et al. 2021, "Relative flatness and generalization"). anchors.md §3 writes
+    λ_max/‖w‖², which is not scale-free; we multiply. λ_max is ``hessian.top_eigenvalue``'s
+    (shared, computed once per run); ‖w‖² over the same parameters as H, float64.
+    """
+    value, hvps = top_eigenvalue_and_hvps(ctx)
+    ctx.record(hvps=hvps, samples=min(SAMPLES, ctx.n_train))
+    return value * squared_param_norm(ctx)
+
+
+@measure(
+    "hessian.trace",
+    family="hessian",
+    orientation="higher-worse",
+    requires={"train_data", "hvp"},
+    timeout_s=TIMEOUT_S,
+)
+def trace(ctx) -> float:
+    """Trace tr(H) of the Hessian of the training loss (Hutchinson, 50 Rademacher probes, PyHessian).
+
+    anchors.md §3 "Hessian / curvature" (PyHessian ``trace``): tr(H) = E_v[vᵀHv] for v with
+    independent ±1 entries. Exactly TRACE_PROBES = 50 probes (one HVP each): PyHessian's own
+    rule stops when the running mean changes by less than 1e-3 (relative), which can stop
+    after two noisy samples, so we pass tol = −inf to disable it. The value is the mean of the
+    50 samples; its standard error (sample std/√50) is recorded as ``stderr``. Data and
+    conventions: see the module docstring. Higher-worse: a larger total curvature is a sharper
+    minimum.
+    """
+    value, hvps, stderr = trace_and_hvps(ctx)
+    ctx.record(hvps=hvps, stderr=stderr, samples=min(SAMPLES, ctx.n_train))
+    return value
+
+
+@measure(
+    "hessian.trace_x_weight_norm",
+    family="hessian",
+    orientation="higher-worse",
+    requires={"train_data", "hvp"},
+    timeout_s=TIMEOUT_S,
+)
+def trace_x_weight_norm(ctx) -> float:
+    """Scale-normalized total curvature tr(H)·‖w‖², ‖w‖ the L2 norm of all parameters.
+
+    The trace counterpart of ``hessian.top_eigenvalue_x_weight_norm`` (same invariance to a
+    common rescaling w = c·u, same caveat about layer-wise rescalings); a whole-network
+    version of Petzka et al. 2021's relative flatness ‖W_l‖²·tr(H_l). tr(H) is
+    ``hessian.trace``'s (shared, computed once per run); the recorded ``stderr`` is that of
+    the product (tr's standard error × ‖w‖²).
+    """
+    value, hvps, stderr = trace_and_hvps(ctx)
+    norm_sq = squared_param_norm(ctx)
+    ctx.record(hvps=hvps, stderr=stderr * norm_sq, samples=min(SAMPLES, ctx.n_train))
+    return value * norm_sq
+
+
+@measure(
+    "hessian.numerical_rank",
+    family="hessian",
+    orientation="higher-worse",
+    requires={"train_data", "hvp"},
+    timeout_s=TIMEOUT_S,
+)
+def numerical_rank(ctx) -> float:
+    """Number of Hessian eigenvalues above λ_max/100, from the stochastic-Lanczos spectral density.
+
+    Spectral density φ(t) = (1/P) Σ_i δ(t − λ_i) of H (P parameters) by stochastic Lanczos
+    quadrature (SLQ), as in Ghorbani, Krishnan & Xiao, "An investigation into neural net
+    optimization via Hessian eigenvalue density" (ICML 2019): SLQ_PROBES = 1 Rademacher probe ×
+    SLQ_STEPS = 50 Lanczos steps with full reorthogonalization (``gentest.curvature``), nodes
+    θ_k = Ritz values, weights τ_k = squared first components of the eigenvectors of T.
+    Value: N = P · Σ_k τ_k [θ_k > RANK_RTOL·θ_max], RANK_RTOL = 1e-2, θ_max the largest Ritz
+    value (≈ λ_max): an estimate of #{i : λ_i > λ_max/100}, the numerical rank of H at relative
+    tolerance 1e-2 (float; not rounded).
+
+    Why this statistic. Ghorbani et al. (and Sagun et al. 2017) describe the trained network's
+    spectrum as a bulk concentrated at zero plus a few isolated outliers. Here the bulk is
+    overwhelming: the Gauss–Newton part of H has rank ≤ n(C − 1) = 9,000 for 1,000 examples and
+    10 classes, against P = 551k parameters, so ≥ 98% of the eigenvalues sit at ≈ 0 and SLQ
+    lumps them into one or two Ritz nodes within ~1e-4 of zero. Statistics that depend on which
+    side of zero that lump lands are quadrature artefacts: the negative spectral mass Σ_{θ<0} τ
+    came out 0.28 or 0.98 on comparable runs for that reason alone, and |λ|- or λ/(λ+z)-weighted
+    statistics (entropy effective rank, Maddox et al. 2020's effective dimensionality) are
+    dominated by P × (the lump's tiny offset). Counting eigenvalues above a fraction of λ_max
+    ignores the lump, is invariant to scaling H (a change of loss units), and is a hard-cutoff
+    version of the "effective number of parameters" Σ_i λ_i/(λ_i + z) (MacKay 1992; Maddox,
+    Benton & Wilson 2020): the number of directions the training data pin down. Higher-worse:
+    more well-determined directions is a more complex fit (MacKay's Occam factor; Maddox et al.
+    find effective dimensionality tracks generalization), e.g. memorizing random labels one
+    example at a time rather than through ~C class directions (the C outliers of Sagun et al.,
+    Papyan 2019).
+
+    Noise: per probe, P·Σ τ_k[·] is a Hutchinson estimate of tr 1[H > τ] (relative standard
+    deviation ≈ √(2/N)), plus the quadrature's smearing of eigenvalues near the threshold;
+    across probes and 40 vs 80 steps we saw ±15–25% on the default suite, against a 2–3×
+    natural/random difference. Probes come from this measure's ``ctx.generator``; the data
+    subsample is the shared one (module docstring). Cost: SLQ_PROBES × SLQ_STEPS = 50 HVPs
+    plus the reorthogonalization (50 vectors of length P).
+    """
+    x, y = hessian_batch(ctx, shared_generator(ctx))
+    model = _model_copy(ctx, ctx.device)
+    H = LossHessian(model, nn.CrossEntropyLoss(), x.to(ctx.device), y.to(ctx.device))
+    quadratures = [
+        gauss_quadrature(lanczos(H.matvec, rademacher(H.dim, ctx.generator, H.dtype, H.device), SLQ_STEPS))
+        for _ in range(SLQ_PROBES)
+    ]
+    top = max(nodes[-1].item() for nodes, _ in quadratures)
+    count = sum(H.dim * weights[nodes > RANK_RTOL * top].sum().item() for nodes, weights in quadratures) / SLQ_PROBES
+    if not top > 0:
+        raise ValueError(f"the Hessian has no positive Ritz value (largest {top:.3g}): the numerical rank is undefined")
+    ctx.record(hvps=H.hvps, top_ritz_value=top, samples=len(y), probes=SLQ_PROBES, steps=SLQ_STEPS)
+    return count
