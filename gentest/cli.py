@@ -176,10 +176,11 @@ def cmd_measures(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} registered measures")
-    for col in ("name", "family", "orientation", "requires", "version", "source"):
-        table.add_column(col)
+    for col in ("name", "family", "orientation", "requires", "source"):
+        table.add_column(col, no_wrap=col in ("name", "orientation"))
     for i in infos:
-        table.add_row(i["name"], i["family"], i["orientation"], ", ".join(i["requires"]), i["version"], i["source"])
+        source = i["source"].removeprefix("entry point ")
+        table.add_row(i["name"], i["family"], i["orientation"], ", ".join(i["requires"]), source)
     _console().print(table)
     return EXIT_OK
 
