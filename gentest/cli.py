@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(report)
     report.set_defaults(command=cmd_report)
 
+    check = sub.add_parser("check", help="check one measure's contract and verdict on a small suite (for CI)")
+    check.add_argument("measure", help="a registered measure name, or path.py:function")
+    check.add_argument("--expect", default="separates", choices=("separates", "fails", "inverts"),
+                       help="the verdict the measure must reach (default: separates)")
+    check.add_argument("--suite", default="ci", help="the suite to check on (default: ci, seconds on a CPU)")
+    check.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
+    _add_store(check)
+    _add_data(check)
+    check.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    check.set_defaults(command=cmd_check)
+
     measures = sub.add_parser("measures", help="list the registered measures")
     measures.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
     measures.add_argument("--json", action="store_true", help="print one JSON array")
@@ -164,6 +175,49 @@ def cmd_report(args: argparse.Namespace) -> int:
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
     return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.table import Table
+
+    from gentest.check import check_measure, resolve_measure
+    from gentest.devices import resolve_device
+    from gentest.evaluation import _retrainer
+    from gentest.runner import DataCache, train_missing
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    start = time.perf_counter()
+    measure = resolve_measure(args.measure, args.plugin)
+    suite = load_suite(args.suite)
+    device = resolve_device(args.device)
+    store, data = RunStore(args.store), DataCache(args.data_root, args.download)
+    with _progress() as progress:
+        runs = train_missing(suite.specs, store, device, data, progress)
+    result = check_measure(measure, runs, device, data, args.expect, lambda run: _retrainer(run, store, device, data))
+
+    table = Table(title=f"gentest check {measure.name} on suite {suite.name}")
+    for col in ("run", "value", "s per call", "contract"):
+        table.add_column(col, justify="right" if col in ("value", "s per call") else "left")
+    for c in result.runs:
+        status = "n/a: " + c.not_applicable if c.not_applicable else (c.problem or "ok")
+        table.add_row(c.run.spec.label(), f"{c.value:.6g}" if c.value is not None else "—", f"{c.seconds:.3f}", status)
+    console = _console()
+    console.print(table)
+    sc = result.score
+    sign = f"{sc.sign_error:.2f}" if sc.sign_error is not None else "—"
+    console.print(f"sign-error {sign} over {sc.n_pairs} pairs; verdict [bold]{sc.verdict}[/bold] ({sc.reason}); "
+                  f"expected {args.expect}; {time.perf_counter() - start:.1f} s in all", highlight=False)
+    if result.ok:
+        console.print(f"[green]PASS[/green] {measure.name}", highlight=False)
+        return EXIT_OK
+    from rich.markup import escape
+
+    for failure in result.failures:
+        console.print(f"[red]FAIL[/red] {escape(failure)}", highlight=False)
+    return EXIT_FAILED
 
 
 def cmd_measures(args: argparse.Namespace) -> int:

@@ -1,0 +1,168 @@
+"""Checking one measure: its contract on every run of a small suite, then its verdict.
+
+The contract, checked on fresh contexts (cached values are not trusted here: the point is to
+check the code as it is now):
+
+- **finite**: a finite float on every run (not an exception, NaN, ±inf or a non-scalar);
+- **deterministic**: the same value, bit for bit, when computed twice with the same seed;
+- **pure**: the model's weights unchanged afterwards;
+- **declared**: a family and an orientation, so the value can be scored (the registry refuses
+  a measure without them, so a measure that reaches the check has them).
+
+Then the measure is scored over the suite's natural/randomized pairs (see
+:mod:`gentest.scoring`) and its verdict compared with the expectation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gentest.errors import GentestError
+from gentest.evaluation import call_isolated
+from gentest.leaderboard import MeasureScore
+from gentest.pipeline import environment_names
+from gentest.registry import Measure, all_measures, load_plugin
+from gentest.runner import DataCache, training_data
+from gentest.context import RunCache
+from gentest.scoring import ScoredRun, score_measure
+from gentest.store import Run
+
+VERDICTS = ("separates", "inverts", "fails")
+
+
+@dataclass
+class RunCheck:
+    run: Run
+    value: float | None
+    seconds: float
+    problem: str | None = None  # the broken rule, in words, or None
+    not_applicable: str | None = None
+
+
+@dataclass
+class CheckResult:
+    measure: Measure
+    runs: list[RunCheck]
+    score: MeasureScore
+    expect: str | None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def verdict(self) -> str:
+        """The scored verdict, or "error" when the measure broke its contract on some run."""
+        return "error" if any(c.problem for c in self.runs) else self.score.verdict
+
+    @property
+    def sign_error(self) -> float | None:
+        return self.score.sign_error
+
+    @property
+    def auroc(self) -> float | None:
+        return self.score.auroc
+
+    def __repr__(self) -> str:  # what pytest shows when an assertion on the result fails
+        lines = [f"<gentest {self.measure.name}: verdict {self.verdict!r}, sign-error {self.sign_error}, {self.score.reason}"]
+        lines += [f"  {failure}" for failure in self.failures]
+        return "\n".join(lines) + ">"
+
+
+def resolve_measure(ref: str, plugins: list[str] = ()) -> Measure:
+    """A registered name, or ``path.py:function`` naming a @measure-decorated function."""
+    if ":" in ref and ref.split(":", 1)[0].endswith(".py"):
+        path, function = ref.rsplit(":", 1)
+        load_plugin(path)
+        resolved = Path(path).resolve()
+        found = [
+            m for m in all_measures(plugins).values()
+            if m.source == f"plugin {resolved}" and m.fn.__name__ == function
+        ]
+        if not found:
+            raise GentestError(
+                f"{path} defines no function '{function}' decorated with @measure "
+                "(it needs a name, a family and an orientation)"
+            )
+        return found[0]
+    available = all_measures(plugins)
+    if ref not in available:
+        from gentest.registry import select
+
+        select([ref], available)  # raises with suggestions
+    return available[ref]
+
+
+def measure_runs(
+    measure: Measure, runs: list[Run], device: torch.device, data: DataCache, repeats: int = 2, retrainer=None
+) -> list[RunCheck]:
+    """Compute ``measure`` ``repeats`` times per run on fresh contexts and check the contract."""
+    checks = []
+    for run in runs:
+        cache = RunCache.from_run(run, training_data(run.spec, data), device)
+        cache.retrainer = retrainer(run) if retrainer is not None else None
+        pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
+        results = [call_isolated(measure, cache, pristine) for _ in range(repeats)]
+        first = results[0]
+        check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results))
+        if first.not_applicable:
+            check.not_applicable = first.error
+        elif first.error is not None:
+            check.problem = _rule_for(first.error)
+        elif any(r.value != first.value for r in results[1:]):
+            other = next(r.value for r in results[1:] if r.value != first.value)
+            check.problem = (
+                f"not deterministic: {first.value!r} then {other!r} with the same seed "
+                "(draw randomness from ctx.generator only)"
+            )
+        checks.append(check)
+    return checks
+
+
+def _rule_for(error: str) -> str:
+    if "modified the model's weights" in error:
+        return "changed the model's weights (measures must leave ctx.model unchanged)"
+    if error.startswith("returned") and "finite" in error:
+        return f"not a finite float: {error}"
+    if error.startswith("TypeError: returned"):
+        return f"not a scalar: {error.removeprefix('TypeError: ')}"
+    if error.startswith("timed out"):
+        return error
+    return f"raised {error}"
+
+
+def check_measure(
+    measure: Measure,
+    runs: list[Run],
+    device: torch.device,
+    data: DataCache,
+    expect: str | None = "separates",
+    retrainer=None,
+) -> CheckResult:
+    """The contract on every run, then the verdict against ``expect`` (None: no expectation)."""
+    if expect is not None and expect not in VERDICTS:
+        raise GentestError(f"--expect must be one of {', '.join(VERDICTS)}, got '{expect}'")
+    checks = measure_runs(measure, runs, device, data, retrainer=retrainer)
+    score = score_runs(measure, runs, {c.run.key: c.value for c in checks},
+                       {c.run.key: c.not_applicable for c in checks if c.not_applicable})
+    failures = [f"{c.run.spec.label()}: {c.problem}" for c in checks if c.problem]
+    if all(c.not_applicable for c in checks):
+        failures.append(f"does not apply to any run of the suite ({checks[0].not_applicable})")
+    elif expect is not None and not failures and score.verdict != expect:
+        failures.append(f"expected '{expect}' but the verdict is '{score.verdict}': {measure.name} {score.reason}")
+    return CheckResult(measure, checks, score, expect, failures)
+
+
+def score_runs(
+    measure: Measure, runs: list[Run], values: dict[str, float | None], not_applicable: dict[str, str] | None = None
+) -> MeasureScore:
+    envs = environment_names([r.spec for r in runs])
+    scored = [
+        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key])
+        for r in runs
+    ]
+    return score_measure(measure.name, measure.family, measure.orientation, scored, values, not_applicable=not_applicable)
