@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 
 from gentest.errors import GentestError
-from gentest.evaluation import call_isolated
+from gentest.evaluation import call_isolated, run_cache
 from gentest.leaderboard import MeasureScore
 from gentest.pipeline import environment_names
 from gentest.registry import Measure, all_measures, load_plugin
-from gentest.runner import DataCache, training_data
-from gentest.context import RunCache
+from gentest.runner import DataCache
 from gentest.scoring import ScoredRun, score_measure
-from gentest.store import Run
+from gentest.store import Run, RunStore
 
 VERDICTS = ("separates", "inverts", "fails")
 
@@ -98,13 +97,14 @@ def resolve_measure(ref: str, plugins: list[str] = ()) -> Measure:
 
 
 def measure_runs(
-    measure: Measure, runs: list[Run], device: torch.device, data: DataCache, repeats: int = 2, retrainer=None
+    measure: Measure, runs: list[Run], device: torch.device, data: DataCache, store: RunStore | None = None,
+    repeats: int = 2,
 ) -> list[RunCheck]:
-    """Compute ``measure`` ``repeats`` times per run on fresh contexts and check the contract."""
+    """Compute ``measure`` ``repeats`` times per run on fresh contexts and check the contract.
+    With a store, stability retrains are trained into (or reused from) it."""
     checks = []
     for run in runs:
-        cache = RunCache.from_run(run, training_data(run.spec, data), device)
-        cache.retrainer = retrainer(run) if retrainer is not None else None
+        cache = run_cache(run, data, device, store)
         pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
         results = [call_isolated(measure, cache, pristine) for _ in range(repeats)]
         first = results[0]
@@ -141,12 +141,12 @@ def check_measure(
     device: torch.device,
     data: DataCache,
     expect: str | None = "separates",
-    retrainer=None,
+    store: RunStore | None = None,
 ) -> CheckResult:
     """The contract on every run, then the verdict against ``expect`` (None: no expectation)."""
     if expect is not None and expect not in VERDICTS:
         raise GentestError(f"--expect must be one of {', '.join(VERDICTS)}, got '{expect}'")
-    checks = measure_runs(measure, runs, device, data, retrainer=retrainer)
+    checks = measure_runs(measure, runs, device, data, store)
     score = score_runs(measure, runs, {c.run.key: c.value for c in checks},
                        {c.run.key: c.not_applicable for c in checks if c.not_applicable})
     failures = [f"{c.run.spec.label()}: {c.problem}" for c in checks if c.problem]

@@ -184,7 +184,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from gentest.check import check_measure, resolve_measure
     from gentest.devices import resolve_device
-    from gentest.evaluation import _retrainer
     from gentest.runner import DataCache, train_missing
     from gentest.store import RunStore
     from gentest.suites import load_suite
@@ -196,7 +195,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     store, data = RunStore(args.store), DataCache(args.data_root, args.download)
     with _progress() as progress:
         runs = train_missing(suite.specs, store, device, data, progress)
-    result = check_measure(measure, runs, device, data, args.expect, lambda run: _retrainer(run, store, device, data))
+    result = check_measure(measure, runs, device, data, args.expect, store)
 
     table = Table(title=f"gentest check {measure.name} on suite {suite.name}")
     for col in ("run", "value", "s per call", "contract"):

@@ -37,7 +37,6 @@ import torch
 from gentest.context import MeasureContext, RunCache
 from gentest.errors import GentestError, NotApplicable
 from gentest.leaderboard import MeasureValue
-from gentest.randomizations import tensor_digest
 from gentest.registry import Measure
 from gentest.runner import DataCache, training_data
 from gentest.store import Run, RunStore
@@ -146,8 +145,7 @@ def evaluate(
     for run in runs:
         if not todo[run.key]:
             continue
-        cache = _cache_for(run, data, device)
-        cache.retrainer = _retrainer(run, store, device, data)
+        cache = run_cache(run, data, device, store)
         pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
         for measure in todo[run.key]:
             result = call_isolated(measure, cache, pristine)
@@ -167,7 +165,10 @@ def _retrainer(run: Run, store: RunStore, device: torch.device, data: DataCache)
     return retrain
 
 
-def _cache_for(run: Run, data: DataCache, device: torch.device) -> RunCache:
+def run_cache(run: Run, data: DataCache, device: torch.device, store: RunStore | None = None) -> RunCache:
+    """The shared cache for measuring ``run``: its training data regenerated (and checked bit
+    for bit against the stored fingerprint), its models rebuilt, and, given a store, the
+    stability retrainer."""
     randomized = training_data(run.spec, data)
     expected = run.randomization.get("train_inputs_sha256")
     if expected is not None and expected != randomized.record["train_inputs_sha256"]:
@@ -177,4 +178,7 @@ def _cache_for(run: Run, data: DataCache, device: torch.device) -> RunCache:
             f"run {run.key} ({run.spec.label()}): its training data no longer regenerates bit for bit; "
             "retrain it in a fresh --store"
         )
-    return RunCache.from_run(run, randomized, device)
+    cache = RunCache.from_run(run, randomized, device)
+    if store is not None:
+        cache.retrainer = _retrainer(run, store, device, data)
+    return cache

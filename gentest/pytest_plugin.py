@@ -67,7 +67,6 @@ def gentest_score(gentest_runs, gentest_store):
     import torch
 
     from gentest.check import check_measure
-    from gentest.evaluation import _retrainer
     from gentest.registry import Measure, all_measures
     from gentest.runner import DataCache
 
@@ -87,9 +86,6 @@ def gentest_score(gentest_runs, gentest_store):
         raise LookupError(f"{measure!r} is not registered: decorate it with @gentest.measure(...)")
 
     def score(measure, expect: str | None = None):
-        return check_measure(
-            resolve(measure), gentest_runs, device, data, expect,
-            lambda run: _retrainer(run, gentest_store, device, data),
-        )
+        return check_measure(resolve(measure), gentest_runs, device, data, expect, gentest_store)
 
     return score

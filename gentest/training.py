@@ -24,7 +24,7 @@ from torch import nn
 from gentest.datasets import DataSplit
 from gentest.errors import GentestError
 from gentest.models import build_model, count_parameters
-from gentest.spec import RunSpec
+from gentest.spec import RunSpec, thaw
 
 # Train cross-entropy levels whose first crossing is recorded (Jiang et al. 2020's
 # optimization-based measures: steps to 0.1, and from 0.1 to 0.01).
@@ -167,6 +167,4 @@ def _first_steps_below(curve: list[dict[str, Any]], level: float) -> int | None:
 
 
 def _model_args(spec: RunSpec) -> dict[str, Any]:
-    from gentest.spec import thaw
-
     return thaw(spec.model_args)
