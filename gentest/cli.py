@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(train)
     _add_data(train)
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    _add_executor(train)
     train.set_defaults(command=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="train what is missing, evaluate measures, score, report")
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(evaluate)
     _add_data(evaluate)
     evaluate.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    _add_executor(evaluate)
     evaluate.set_defaults(command=cmd_evaluate)
 
     report = sub.add_parser("report", help="re-render the leaderboard from the store (trains and computes nothing)")
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     measures.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
     measures.add_argument("--json", action="store_true", help="print one JSON array")
     measures.set_defaults(command=cmd_measures)
+
+    status = sub.add_parser("status", help="what a suite's runs are doing: done, running, failed, pending")
+    status.add_argument("suite", nargs="?", default="quick", help="a built-in suite name or a suite file (default: quick)")
+    _add_store(status)
+    status.add_argument("--json", action="store_true", help="print one JSON array of rows")
+    status.set_defaults(command=cmd_status)
 
     runs = sub.add_parser("runs", help="list the runs in the store")
     _add_store(runs)
@@ -113,50 +121,139 @@ def _out_dir(args: argparse.Namespace, suite_name: str):
     return Path(args.out) if args.out else Path(args.store).absolute().parent / "gentest-reports" / suite_name
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    from gentest.executors import EXECUTORS
+
+    g = p.add_argument_group("where the runs go (one unit of work = one run: train it, then measure it)")
+    g.add_argument("--executor", default="pool", choices=EXECUTORS,
+                   help="pool: local worker processes (default); slurm: a Slurm job array through submitit; "
+                        "submitit-local: the same submitit path on local subprocesses")
+    g.add_argument("--jobs", default="auto", metavar="N|auto",
+                   help="pool workers (default auto: one per core on the CPU, one per visible GPU on CUDA)")
+    g.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="torch threads per worker (default 1, so numbers do not depend on --jobs or the core count)")
+    s = p.add_argument_group("Slurm (with --executor slurm or submitit-local)")
+    s.add_argument("--runs-per-job", type=int, default=None, metavar="K", help="runs chunked into one array task (default 1)")
+    s.add_argument("--no-wait", action="store_true", help="submit, print the job ids and return; see gentest status")
+    s.add_argument("--slurm-partition", default=None)
+    s.add_argument("--slurm-time", type=int, default=None, metavar="MIN", help="time limit per array task (default 240)")
+    s.add_argument("--slurm-gpus-per-job", type=int, default=None, metavar="G")
+    s.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="C")
+    s.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="P", help="tasks running at once (default 64)")
+    s.add_argument("--slurm-account", default=None)
+    s.add_argument("--slurm-qos", default=None)
+    s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option (repeatable)")
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="where image datasets live (default: ~/.cache/gentest/data)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing image datasets")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gentest.devices import resolve_device
-    from gentest.runner import DataCache, train_missing
+    from gentest.pipeline import run_grid
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
-    device = resolve_device(args.device)
-    with _progress() as progress:
-        runs = train_missing(
-            suite.specs, RunStore(args.store), device, DataCache(args.data_root, args.download), progress
-        )
-    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {len(runs)} runs"))
-    return EXIT_OK
+    plan = _grid_plan(args)
+    store = RunStore(args.store)
+    outcome = run_grid(suite.specs, [], store, plan, _grid_progress("trained"))
+    if not outcome.waited:
+        return _submitted(outcome)
+    runs = [store.load(s.key) for s in suite.specs if s.key in store]
+    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {_plural(len(runs), 'run')}"))
+    return _failures(outcome)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from gentest.devices import resolve_device
-    from gentest.pipeline import choose_measures, evaluate_suite
-    from gentest.progress import EvaluationBars
+    from gentest.pipeline import build_leaderboard, choose_measures, run_grid
     from gentest.reports import leaderboard_table, write_report
-    from gentest.runner import DataCache
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
     names = [n.strip() for n in args.measures.split(",") if n.strip()] if args.measures else None
     measures = choose_measures(names, suite, args.plugin)
-    device = resolve_device(args.device)
-    console = _console(stderr=True)
-    with _progress() as train_progress, EvaluationBars(console) as eval_progress:
-        board = evaluate_suite(
-            suite, measures, RunStore(args.store), device, DataCache(args.data_root, args.download),
-            train_progress, eval_progress,
-        )
+    plan = _grid_plan(args, measures)
+    store = RunStore(args.store)
+    outcome = run_grid(suite.specs, measures, store, plan, _grid_progress("evaluated"))
+    if not outcome.waited:
+        return _submitted(outcome)
+    runs = [store.load(s.key) for s in suite.specs if s.key in store]
+    values = [store.get_value(r.key, m.name, m.version) for r in runs for m in measures]
+    board = build_leaderboard(suite.name, runs, measures, values)
     out = _out_dir(args, suite.name)
     write_report(board, out)
     _console().print(leaderboard_table(board))
-    console.print(f"report written to {out}/leaderboard.{{md,html,json}}")
+    _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
+    return _failures(outcome)
+
+
+def _grid_plan(args: argparse.Namespace, measures=()):
+    """The executor settings from the command line, checked before any work starts."""
+    from gentest.pipeline import GridPlan
+
+    return GridPlan.from_options(
+        executor=args.executor, jobs=args.jobs, threads=args.threads, device=args.device,
+        store=args.store, data_root=args.data_root, download=args.download,
+        plugins=getattr(args, "plugin", []), measures=list(measures),
+        slurm={k.removeprefix("slurm_"): v for k, v in vars(args).items() if k.startswith("slurm_")},
+        runs_per_job=args.runs_per_job, wait=not args.no_wait,
+    )
+
+
+def _grid_progress(verb: str):
+    from gentest.progress import GridProgress
+
+    return GridProgress(_console(stderr=True), verb)
+
+
+def _submitted(outcome) -> int:
+    print(" ".join(outcome.job_ids))
+    _console(stderr=True).print("submitted; follow it with gentest status (same suite and --store)")
+    return EXIT_OK
+
+
+def _failures(outcome) -> int:
+    if not outcome.failures:
+        return EXIT_OK
+    from rich.markup import escape
+
+    console = _console(stderr=True)
+    console.print(f"[red]{_plural(len(outcome.failures), 'run')} failed[/red] (run the same command again to retry "
+                  "only what is missing):", highlight=False)
+    for f in outcome.failures:
+        console.print(f"  {escape(f.label)}: {escape(f.message)}", highlight=False)
+    return EXIT_FAILED
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gentest.executors.status import grid_status
+    from gentest.store import RunStore
+    from gentest.suites import load_suite
+
+    suite = load_suite(args.suite)
+    rows = grid_status(RunStore(args.store), suite.specs)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    from collections import Counter
+
+    from rich.table import Table
+
+    counts = Counter(r["state"] for r in rows)
+    table = Table(title=f"{suite.name} in {args.store}: " + ", ".join(f"{counts[s]} {s}" for s in
+                  ("done", "running", "failed", "pending")))
+    for col in ("run", "state", "message"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["label"], r["state"], r["message"])
+    _console().print(table)
     return EXIT_OK
 
 

@@ -50,6 +50,7 @@ class EvaluationProgress:
     """Hooks for the CLI's progress display."""
 
     def planned(self, total: int, missing: int) -> None: ...
+    def value_started(self, run: Run, measure: Measure) -> None: ...
     def value_done(self, run: Run, value: MeasureValue) -> None: ...
 
 
@@ -148,6 +149,7 @@ def evaluate(
         cache = run_cache(run, data, device, store)
         pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
         for measure in todo[run.key]:
+            progress.value_started(run, measure)
             result = call_isolated(measure, cache, pristine)
             store.put_value(result)
             progress.value_done(run, result)

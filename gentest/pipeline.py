@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
 import gentest
 from gentest.evaluation import EvaluationProgress, evaluate
+from gentest.executors import GridDisplay, UnitResult, WorkUnit
 from gentest.leaderboard import Leaderboard, MeasureValue
 from gentest.registry import Measure, all_measures, select
 from gentest.runner import DataCache, Progress, train_missing
@@ -123,3 +126,183 @@ def stored_leaderboard(store: RunStore, suite: Suite | None, plugins: Iterable[s
     measures = [m for m in available.values() if any(store.get_value(r.key, m.name, m.version) for r in runs)]
     values = [store.get_value(r.key, m.name, m.version) for r in runs for m in measures]
     return build_leaderboard(suite.name if suite is not None else "store", runs, measures, values)
+
+
+@dataclass
+class GridPlan:
+    """How a grid runs: which executor, how many workers with how many threads, which device;
+    built from the command line and checked before any work starts."""
+
+    executor: str
+    devices: list[str]  # one entry per pool worker
+    threads: int | None
+    store: str
+    data_root: str | None = None
+    download: bool = False
+    plugins: tuple[str, ...] = ()
+    measures: list[Measure] = field(default_factory=list)
+    slurm: "SlurmOptions | None" = None
+    wait: bool = True
+
+    @classmethod
+    def from_options(cls, executor: str, jobs: str | int, threads: int | None, device: str, store: str,
+                     data_root: str | None = None, download: bool = False, plugins: Iterable[str] = (),
+                     measures: list[Measure] | None = None, slurm: dict[str, Any] | None = None,
+                     runs_per_job: int | None = None, wait: bool = True) -> "GridPlan":
+        from gentest.devices import resolve_device
+        from gentest.errors import GentestError
+        from gentest.executors import EXECUTORS
+        from gentest.executors.pool import cpu_count
+
+        if executor not in EXECUTORS:
+            raise GentestError(f"unknown executor '{executor}'; choose one of {', '.join(EXECUTORS)}")
+        slurm = {k: v for k, v in (slurm or {}).items() if v not in (None, [], False)}
+        cluster = executor in ("slurm", "submitit-local")
+        if not cluster and (slurm or runs_per_job is not None or not wait):
+            given = ["--slurm-" + k.replace("_", "-") for k in slurm]
+            given += ["--runs-per-job"] * (runs_per_job is not None) + ["--no-wait"] * (not wait)
+            raise GentestError(f"{', '.join(given)} only apply with --executor slurm or submitit-local")
+        if cluster and jobs != "auto":
+            raise GentestError("--jobs applies to the pool executor; with Slurm use --slurm-array-parallelism")
+        if threads is not None and threads < 1:
+            raise GentestError(f"--threads must be at least 1, not {threads}")
+        if runs_per_job is not None and runs_per_job < 1:
+            raise GentestError(f"--runs-per-job must be at least 1, not {runs_per_job}")
+        if cluster:
+            from gentest.executors.cluster import SlurmOptions, _submitit, parse_params
+
+            _submitit()  # one sentence now if submitit is missing, not after the suite is planned
+            options = SlurmOptions(runs_per_job=runs_per_job or 1, params=parse_params(slurm.pop("param", [])))
+            for name, attr in (("partition", "partition"), ("time", "time_min"), ("gpus_per_job", "gpus_per_job"),
+                               ("cpus_per_job", "cpus_per_job"), ("array_parallelism", "array_parallelism"),
+                               ("account", "account"), ("qos", "qos")):
+                if name in slurm:
+                    setattr(options, attr, slurm[name])
+            for attr in ("time_min", "array_parallelism"):
+                if getattr(options, attr) < 1:
+                    raise GentestError(f"--slurm-{attr.replace('_min', '').replace('_', '-')} must be at least 1")
+            # Cluster jobs pick their own device: "auto" there means the GPU Slurm gave them.
+            dev = device if device != "auto" else ("cuda" if options.gpus_per_job else "cpu")
+            return cls(executor, [dev], threads if threads is not None else options.cpus_per_job, str(store),
+                       data_root, download, tuple(_absolute(plugins)), list(measures or []), options, wait)
+
+        resolved = resolve_device(device)
+        threads = threads if threads is not None else 1
+        if resolved.type == "cuda":
+            gpus = torch.cuda.device_count()
+            n = gpus if jobs == "auto" else _jobs(jobs)
+            devices = [f"cuda:{i % gpus}" for i in range(n)]
+        else:
+            n = max(1, cpu_count() // threads) if jobs == "auto" else _jobs(jobs)
+            if resolved.type == "mps":
+                n = 1 if jobs == "auto" else n
+            devices = [str(resolved)] * n
+        return cls("pool", devices, threads, str(store), data_root, download, tuple(_absolute(plugins)),
+                   list(measures or []))
+
+    def executor_instance(self):
+        if self.executor == "pool":
+            from gentest.executors.pool import PoolExecutor
+
+            return PoolExecutor(self.devices, self.threads, timeouts={m.name: m.timeout_s for m in self.measures},
+                                versions={m.name: m.version for m in self.measures})
+        from gentest.executors.cluster import SubmititExecutor
+
+        return SubmititExecutor(Path(self.store) / "submitit", self.slurm, local=self.executor == "submitit-local",
+                                wait=self.wait)
+
+
+def _jobs(jobs: str | int) -> int:
+    from gentest.errors import GentestError
+
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        raise GentestError(f"--jobs takes a number of workers or 'auto', not '{jobs}'") from None
+    if n < 1:
+        raise GentestError(f"--jobs must be at least 1 (or 'auto'), not {n}")
+    return n
+
+
+def _absolute(paths: Iterable[str | Path]) -> list[str]:
+    return [str(Path(p).absolute()) for p in paths]
+
+
+@dataclass
+class GridOutcome:
+    results: list[UnitResult]
+    job_ids: list[str]
+    waited: bool
+
+    @property
+    def failures(self) -> list[UnitResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+def plan_units(specs: Iterable[RunSpec], measures: list[Measure], store: RunStore, plan: GridPlan) -> list[WorkUnit]:
+    """One unit per run that lacks something: its training, or one of the measures' values."""
+    plugins, modules = measure_sources(measures, plan.plugins)
+    units = []
+    for spec in specs:
+        if spec.key in store and all(store.get_value(spec.key, m.name, m.version) is not None for m in measures):
+            continue
+        units.append(WorkUnit(
+            spec=spec.to_dict(), key=spec.key, label=spec.label(), store=str(Path(plan.store).absolute()),
+            measures=tuple(m.name for m in measures), plugins=plugins, modules=modules, device=plan.devices[0],
+            threads=plan.threads, data_root=plan.data_root, download=plan.download,
+        ))
+    return units
+
+
+def measure_sources(measures: list[Measure], plugins: Iterable[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a worker process must load to find ``measures`` as the parent registered them: plug-in
+    files and importable modules (entry points it loads by itself). A measure defined in a script
+    run as ``__main__`` cannot be found from another process: one sentence saying so."""
+    from gentest.errors import GentestError
+
+    files, mods = list(plugins), []
+    for m in measures:
+        if m.source.startswith("plugin "):
+            files.append(m.source.removeprefix("plugin "))
+        elif m.source.startswith("module "):
+            module = m.source.removeprefix("module ")
+            if module == "__main__":
+                raise GentestError(f"measure '{m.name}' is defined in the script being run (__main__), which worker "
+                                   "processes cannot import; put it in a file and pass it with --plugin")
+            mods.append(module)
+    return tuple(dict.fromkeys(files)), tuple(dict.fromkeys(mods))
+
+
+def run_grid(specs: Iterable[RunSpec], measures: list[Measure], store: RunStore, plan: GridPlan,
+             display: GridDisplay | None = None) -> GridOutcome:
+    """Train and measure what the store lacks, on ``plan``'s executor; everything lands in the
+    store. Missing data is found here, before any work goes out."""
+    from gentest.executors.status import clear_failure, record_failure
+
+    specs = list(specs)
+    store.clean_debris()
+    units = plan_units(specs, measures, store, plan)
+    data = DataCache(plan.data_root, plan.download)
+    for spec in specs:  # fail on missing data before any training starts
+        if spec.key not in store:
+            data.get(spec)
+    display = display or GridDisplay()
+    stored = sum(s.key in store for s in specs)
+    display.note(f"{len(specs)} runs in the suite, {stored} already stored, {len(specs) - stored} to train")
+    if measures:
+        total = len(specs) * len(measures)
+        cached = sum(store.get_value(s.key, m.name, m.version) is not None for s in specs if s.key in store for m in measures)
+        display.note(f"{total} measure values, {cached} cached, {total - cached} to compute")
+    if units and plan.executor == "pool":
+        n, t = len(plan.devices), plan.threads
+        display.note(f"{n} {'worker' if n == 1 else 'workers'} on {plan.devices[0].split(':')[0]}, "
+                     f"{t} torch {'thread' if t == 1 else 'threads'} each")
+    executor = plan.executor_instance()
+    with display if hasattr(display, "__enter__") else contextlib.nullcontext():
+        results = executor.run(units, display)
+    for r in results:
+        if r.status == "failed":
+            record_failure(store.root, r)
+        else:
+            clear_failure(store.root, r.key)
+    return GridOutcome(results, list(getattr(executor, "job_ids", [])), waited=plan.wait)

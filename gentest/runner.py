@@ -6,6 +6,7 @@ most the run in progress and the next invocation picks up where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -71,6 +72,29 @@ def train_missing(
         data.get(spec)
     progress.runs_planned(len(specs), len(missing))
     for spec in missing:
+        train_one(spec, store, device, data, progress)
+    return [store.load(s.key) for s in specs]
+
+
+def train_one(
+    spec: RunSpec,
+    store: RunStore,
+    device: torch.device,
+    data: DataCache,
+    progress: Progress | None = None,
+    *,
+    take_lock: bool = True,
+) -> Run:
+    """Train one spec and store it, unless the store has it already; return the stored run.
+
+    The run's lock is held while it trains, so two processes (or hosts) sharing the store never
+    both train it: the second waits for the first and then finds the run stored. A caller that
+    holds the lock already passes ``take_lock=False``.
+    """
+    progress = progress or Progress()
+    with store.lock(spec.key) if take_lock else contextlib.nullcontext():
+        if spec.key in store:  # trained by another process while we waited for the lock
+            return store.load(spec.key)
         randomized = training_data(spec, data)
         progress.run_started(spec, spec.train.max_epochs)
         result = train(spec, randomized.data, device, on_epoch=progress.epoch_done)
@@ -85,5 +109,5 @@ def train_missing(
                 "randomization": randomized.tensors,
             },
         )
-        progress.run_finished(run)
-    return [store.load(s.key) for s in specs]
+    progress.run_finished(run)
+    return run

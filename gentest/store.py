@@ -160,6 +160,24 @@ class RunStore:
         _write_synced(staging, lambda f: f.write(json.dumps(value.to_json()).encode()))
         os.replace(staging, path)
 
+    # Interim per-run locks (the store branch replaces these with host/pid-aware ones).
+    def lock(self, key: str, timeout: float | None = None):
+        from filelock import FileLock
+
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=-1 if timeout is None else timeout)
+
+    def try_lock(self, key: str):
+        from filelock import FileLock, Timeout
+
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return None
+        return lock
+
     def clean_debris(self) -> int:
         """Remove staging folders left by processes that no longer exist; return how many."""
         if not self.tmp_dir.is_dir():

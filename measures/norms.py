@@ -330,11 +330,11 @@ class _PathAvgPool(nn.Module):
             n = getattr(pool, "divisor_override", None) or math.prod(_as_tuple(pool.kernel_size, y.dim() - 2))
             return y * float(n) ** (1.0 - self.p)
         # Adaptive: along each axis, output i averages input[floor(i·L/O) : ceil((i+1)·L/O)].
-        counts = torch.ones((), dtype=y.dtype)
+        counts = torch.ones((), dtype=y.dtype, device=y.device)
         spatial = y.dim() - 2
         for axis in range(spatial):
             size_in, size_out = x.shape[2 + axis], y.shape[2 + axis]
-            i = torch.arange(size_out)
+            i = torch.arange(size_out, device=y.device)
             n = torch.div((i + 1) * size_in + size_out - 1, size_out, rounding_mode="floor") - torch.div(
                 i * size_in, size_out, rounding_mode="floor"
             )
@@ -424,8 +424,9 @@ def path_norm(model: nn.Module, input_shape, p: float) -> float:
 def path_sum(model: nn.Module, input_shape, p: float) -> float:
     """Σ_paths Π_{e∈path} |w_e|^p = f_{|W|^p}(𝟙), the p-th power of :func:`path_norm` (same conventions)."""
     net = path_network(model, p)
+    device = next((t.device for t in net.parameters()), torch.device("cpu"))  # the model's (CPU or GPU)
     with torch.no_grad():
-        total = net(torch.ones((1, *tuple(input_shape)), dtype=torch.float64)).sum().item()
+        total = net(torch.ones((1, *tuple(input_shape)), dtype=torch.float64, device=device)).sum().item()
     if not math.isfinite(total):
         raise ValueError(f"the l{p:g} path norm overflows float64 ({total})")
     return total
