@@ -166,7 +166,9 @@ class GridProgress(GridDisplay):
         self._refresh()
 
     def event(self, worker: str, unit: WorkUnit, kind: str, payload: dict) -> None:
-        if kind == "training":
+        if kind == "preparing":
+            self._worker_line(worker, f"{payload['label']} preparing data")
+        elif kind == "training":
             self.max_epochs[worker] = payload["max_epochs"]
             self._worker_line(worker, f"{payload['label']} training", 0, payload["max_epochs"])
         elif kind == "epoch":

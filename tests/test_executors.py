@@ -193,3 +193,85 @@ def test_submitit_local_trains_a_suite_end_to_end_and_status_reports_it(tmp_path
     assert list((store / "submitit").iterdir())  # submitit's job folders, with the logs
     code, out, _ = run_cli(capsys, "status", suite, "--store", store, "--json")
     assert code == 0 and [r["state"] for r in json.loads(out)] == ["done"] * 4
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The pool's worker processes: children of ``pid`` started by multiprocessing's spawn."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+SLOW = """
+[suite]
+name = "slow"
+[base]
+dataset = "mnist1d"
+model = { name = "mlp", hidden = [256] }
+lr = 0.01
+max_epochs = 40  # a few seconds a run: long enough to be killed mid-training
+[axes]
+randomization = ["none", "labels"]
+seed = [0, 1]
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker pids from /proc")
+def test_killing_a_worker_mid_training_loses_only_that_run(tmp_path):
+    suite, store = tmp_path / "slow.toml", tmp_path / "store"
+    suite.write_text(SLOW)
+    argv = [sys.executable, "-m", "gentest", "train", str(suite), "--store", str(store), "--device", "cpu", "--jobs", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    s = RunStore(store)
+    keys = [spec.key for spec in __import__("gentest.suites").suites.load_suite(str(suite)).specs]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until both workers hold a run's lock: both are training
+        held = [k for k in keys if k not in s and (store / "locks").is_dir() and _held(s, k)]
+        if len(held) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the workers never started training")
+    victim = _workers_of(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert "1 run failed" in err and "worker process was killed by SIGKILL" in err and "while training" in err
+    assert len(s.keys()) == 3 and not list((store / "tmp").iterdir())  # the others landed; no debris
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "3 already stored, 1 to train" in again.stderr
+    assert len(s.keys()) == 4
+
+
+def _held(store: RunStore, key: str) -> bool:
+    lock = store.try_lock(key)
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+def test_two_evaluates_racing_on_one_store_train_each_run_once_and_agree(tmp_path):
+    suite = write_suite(tmp_path)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "gentest", "evaluate", str(suite), "--store", str(store), "--out",
+                          str(tmp_path / f"out{i}"), "--device", "cpu", "--jobs", "1", "--measures", CHEAP],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trained = sum(err.count(": trained") for _, err in outs)
+    assert trained == 4  # each run trained by exactly one of the two processes
+    assert len(RunStore(store).keys()) == 4 and not list((store / "tmp").iterdir())
+    boards = [json.loads((tmp_path / f"out{i}" / "leaderboard.json").read_text()) for i in range(2)]
+    assert boards[0]["measures"] == boards[1]["measures"] and boards[0]["runs"] == boards[1]["runs"]

@@ -159,7 +159,7 @@ class PoolExecutor:
                         w.measure, w.measure_started = payload["measure"], time.monotonic()
                     elif kind == "value":
                         w.measure = None
-                    elif kind == "training":
+                    elif kind in ("preparing", "training"):
                         w.training = True
                     elif kind == "trained":
                         w.training = False

@@ -19,7 +19,8 @@ import torch
 
 from gentest.errors import GentestError
 
-# What a worker reports while it works: (kind, payload). Kinds: "training" {label, max_epochs},
+# What a worker reports while it works: (kind, payload). Kinds: "preparing" {label} (the run's
+# lock is taken; its data is being made), "training" {label, max_epochs},
 # "epoch" {epoch, train_acc}, "trained" {key}, "measuring" {measure, index, total},
 # "value" {measure, error}. The pool draws them; a crash between "measuring" and "value" is
 # charged to that measure.
@@ -104,6 +105,7 @@ def execute_unit(unit: WorkUnit, emit: Emit | None = None, wait_for_lock: bool =
                 return result
             with lock:
                 if spec.key not in store:
+                    emit("preparing", {"label": spec.label()})  # data and randomization, then training
                     _train(spec, store, device, data, emit)
                     result.trained = True
         if unit.measures:
