@@ -127,27 +127,26 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_a_failing_run_is_reported_the_others_go_on_and_a_rerun_retries_it(tmp_path, capsys):
     suite = tmp_path / "mixed.toml"
-    # augment applies to images only: the MNIST-1D runs with augment fail inside the worker.
+    # The Inception model needs images: its runs fail inside the worker, when the model is built.
     suite.write_text("""
 [suite]
 name = "mixed"
 [base]
 dataset = { name = "synthetic", train_size = 64, test_size = 32 }
-model = { name = "mlp", hidden = [8] }
 max_epochs = 5
 [axes]
-augment = [false, true]
+model = [{ name = "mlp", hidden = [8] }, "inception"]
 randomization = ["none"]
 """)
     store = tmp_path / "store"
     code, _, err = run_cli(capsys, "train", suite, "--store", store, "--device", "cpu", "--jobs", 2)
     assert code == 1
-    assert "1 run failed" in err and "augment applies to images" in err
+    assert "1 run failed" in err and "inception" in err
     assert len(RunStore(store).keys()) == 1
     code, out, _ = run_cli(capsys, "status", suite, "--store", store, "--json")
     rows = json.loads(out)
     assert sorted(r["state"] for r in rows) == ["done", "failed"]
-    assert any("augment applies to images" in r["message"] for r in rows)
+    assert any("inception" in r["message"] for r in rows)
     code, _, err = run_cli(capsys, "train", suite, "--store", store, "--device", "cpu", "--jobs", 2)
     assert code == 1 and "1 already stored, 1 to train" in err  # retries only what is missing
 
