@@ -52,6 +52,25 @@ EVAL_BATCH = 4096
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def concatenates_children(module: nn.Module) -> bool:
+    """Support query for measures that walk a network's modules: True for a container whose
+    forward concatenates its children's outputs along channels, so that paths through it add
+    up (gentest's Inception and Downsample blocks). Any model, gentest's or a user's, declares it
+    with a class attribute ``concatenates_children = True``; measures need import no model class."""
+    return bool(getattr(module, "concatenates_children", False))
+
+
+def standard_batchnorm_subclasses(model: nn.Module) -> set[type]:
+    """Support query: the BatchNorm2d subclasses in ``model`` that keep BatchNorm2d's forward
+    (e.g. gentest's shift-only BatchNorm, whose scale is a fixed buffer of ones): they compute
+    exactly an ``nn.BatchNorm2d``, so tools that look modules up by exact class (BackPACK) may
+    treat them as one."""
+    return {
+        type(m) for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d) and type(m) is not nn.BatchNorm2d and type(m).forward is nn.BatchNorm2d.forward
+    }
+
+
 @dataclass(frozen=True)
 class Layer:
     """One Linear or Conv layer: its name in the model, trained and initial weight matrices."""

@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gentest.context import Layer
+from gentest.context import Layer, concatenates_children
 from gentest.errors import NotApplicable
 from gentest.registry import measure
 
@@ -309,10 +309,9 @@ _PATH_ADAPTIVE_AVGPOOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Adaptiv
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _path_containers() -> tuple[type, ...]:
-    from gentest.models import DownsampleBlock, InceptionBlock  # concatenation of branches
-
-    return (nn.Sequential, InceptionBlock, DownsampleBlock)
+def _is_path_container(module: nn.Module) -> bool:
+    """nn.Sequential, or a container that concatenates its children's outputs (its paths add up)."""
+    return isinstance(module, nn.Sequential) or concatenates_children(module)
 
 
 class _PathAvgPool(nn.Module):
@@ -353,7 +352,6 @@ def path_network(model: nn.Module, p: float) -> nn.Module:
     zero, and average pools re-weighted (see :func:`path_norm`). NotApplicable for modules the
     path norm is not defined for here."""
     net = copy.deepcopy(model).double().eval()
-    containers = _path_containers()
     replace = []
     for name, module in net.named_modules():
         where = f"'{name}'" if name else "the model"
@@ -375,14 +373,14 @@ def path_network(model: nn.Module, p: float) -> nn.Module:
             replace.append(name)
         elif isinstance(module, _PATH_PASSTHROUGH + _PATH_MAXPOOL):
             pass
-        elif isinstance(module, containers):
+        elif _is_path_container(module):
             if any(True for _ in module.parameters(recurse=False)):
                 raise NotApplicable(f"path norm: {type(module).__name__} at {where} holds parameters of its own")
         else:
             raise NotApplicable(
                 f"path norm is not defined here for {type(module).__name__} at {where} (supported: Linear, Conv, "
                 "ReLU, max/average pooling, Flatten, Dropout, Identity, folded BatchNorm; nn.Sequential and the "
-                "Inception blocks as containers)"
+                "containers that declare concatenates_children, e.g. the Inception blocks)"
             )
     for name in replace:
         if not name:  # the model itself is a pool
