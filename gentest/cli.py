@@ -251,8 +251,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from gentest.store import RunStore
 
     store = RunStore.existing(args.store, heal=False)  # a listing reports damage, moves nothing
-    rows = [run.row() for run in store.runs()]
+    runs = list(store.runs())
     problems = store.verify() if args.verify else store.damaged()
+    damaged = {p.key for p in store.damaged()}
+    rows = [run.row() for run in runs if run.key not in damaged]
     if args.json:
         print(json.dumps(rows, indent=1))
         for problem in problems:
@@ -274,7 +276,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     problems = store.verify()
     console = _console()
     _print_problems(console, problems)
-    checked = _plural(len(store.keys()) + len(store.damaged()), "run")
+    checked = _plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")
     debris = store.clean_debris() if args.fix else 0
     verdict = f"{_plural(len(problems), 'problem')}" if problems else "no problems"
     console.print(f"{checked} checked in {args.store}: {verdict}"
@@ -286,7 +288,7 @@ def _print_problems(console, problems: list) -> None:
     from rich.markup import escape
 
     for problem in problems:
-        console.print(f"[red]damaged[/red] {escape(str(problem))}", highlight=False)
+        console.print(f"[red]{escape(str(problem))}[/red]", highlight=False)
 
 
 def _plural(n: int, noun: str) -> str:
