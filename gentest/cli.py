@@ -248,9 +248,10 @@ def cmd_measures(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from gentest.store import RunStore
+    from gentest.store import RunStore, ignore_damage
 
-    store = RunStore.existing(args.store, heal=False)  # a listing reports damage, moves nothing
+    # A listing reports damage (below, once) and moves nothing.
+    store = RunStore.existing(args.store, heal=False, on_damage=ignore_damage)
     runs = list(store.runs())
     problems = store.verify() if args.verify else store.damaged()
     damaged = {p.key for p in store.damaged()}
@@ -270,9 +271,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from gentest.store import RunStore
+    from gentest.store import RunStore, ignore_damage
 
-    store = RunStore.existing(args.store, heal=args.fix)
+    store = RunStore.existing(args.store, heal=args.fix, on_damage=ignore_damage)
     problems = store.verify()
     console = _console()
     _print_problems(console, problems)

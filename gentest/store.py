@@ -45,6 +45,7 @@ import os
 import pickle
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ from gentest.values import MeasureValue
 
 __all__ = [
     "DEFAULT_STORE", "STORE_SCHEMA", "DEBRIS_AGE_S", "DEFAULT_LEASE_S", "Run", "RunStore", "RunLock", "LockTimeout",
-    "DamagedRun", "BadValue", "DamagedRunError", "NewerStoreError", "library_versions",
+    "DamagedRun", "BadValue", "DamagedRunError", "NewerStoreError", "library_versions", "print_damage", "ignore_damage",
 ]
 
 DEFAULT_STORE = Path(".gentest")
@@ -204,7 +205,9 @@ class RunStore:
     ``heal``: move damaged runs to ``quarantine/`` (True, the default) or only report them
     (False, for read-only listings); either way a damaged run counts as missing.
     ``lease_s``: how long another host's lock counts as live without a refresh.
-    ``on_damage``: called once with each DamagedRun or BadValue as it is found.
+    ``on_damage``: called once with each DamagedRun or BadValue as it is found; by default
+    :func:`print_damage` names it on stderr, so no damage passes unseen; pass ``ignore_damage``
+    where the caller prints :meth:`damaged` and :meth:`bad_values` itself.
     """
 
     def __init__(
@@ -216,6 +219,8 @@ class RunStore:
         debris_age_s: float = DEBRIS_AGE_S,
         on_damage: Callable[[DamagedRun | BadValue], None] | None = None,
     ):
+        if on_damage is None:
+            on_damage = print_damage
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.tmp_dir = self.root / "tmp"
@@ -238,7 +243,7 @@ class RunStore:
 
     def __getstate__(self) -> dict[str, Any]:  # for worker processes: no callback, no caches
         state = dict(self.__dict__)
-        state.update(on_damage=None, _checked={}, _damaged={}, _bad_values={})
+        state.update(on_damage=print_damage, _checked={}, _damaged={}, _bad_values={})
         return state
 
     # ---- runs ---------------------------------------------------------------------------
@@ -632,6 +637,15 @@ def _parse_value(raw: bytes, key: str, measure: str | None, version: str | None,
         not_applicable=d.get("not_applicable", False), extra=d.get("extra", {}),
     )
     return value, None
+
+
+def print_damage(problem: DamagedRun | BadValue) -> None:
+    """The default ``on_damage``: one line on stderr, as the command line words its messages."""
+    print(f"gentest: {problem}", file=sys.stderr, flush=True)
+
+
+def ignore_damage(problem: DamagedRun | BadValue) -> None:
+    """An ``on_damage`` for callers that list :meth:`RunStore.damaged` themselves."""
 
 
 def _is_number(x: Any) -> bool:

@@ -104,3 +104,18 @@ def test_a_store_of_a_newer_gentest_is_exit_2_in_one_sentence(tmp_path, capsys):
         code, out, err = run_cli(capsys, command, "--store", str(store.root))
         assert code == 2 and out == "" and err.count("\n") == 1
         assert err.startswith(f"gentest: error: the store {store.root} was written by a newer gentest")
+
+
+def test_train_names_a_damaged_run_on_stderr_and_retrains_it(tmp_path, capsys):
+    from conftest import write_suite
+
+    suite, store = write_suite(tmp_path, seeds=(0,), max_epochs=5), tmp_path / "store"
+    assert run_cli(capsys, "train", str(suite), "--store", str(store), "--device", "cpu")[0] == 0
+    [victim, _] = sorted((store / "runs").iterdir())
+    (victim / "run.json").write_bytes(b"\xff\xfe")
+    code, _, err = run_cli(capsys, "train", str(suite), "--store", str(store), "--device", "cpu")
+    assert code == 0
+    [moved] = (store / "quarantine").iterdir()
+    assert (f"gentest: run {victim.name} was damaged (run.json is not UTF-8 text); moved to {moved}, "
+            "it will be retrained\n") in err
+    assert "1 already stored, 1 to train" in err and (victim / "run.json").is_file()
