@@ -46,6 +46,7 @@ DEFAULT_LEASE_S = 6 * 3600.0
 # Record files this process holds (absolute paths): a process that holds a run's lock may
 # repair that run (quarantine it) without taking the lock a second time.
 _HELD_HERE: set[str] = set()
+os.register_at_fork(after_in_child=_HELD_HERE.clear)  # a forked child holds none of them
 
 
 class LockTimeout(GentestError, TimeoutError):
@@ -142,15 +143,17 @@ class RunLock:
         if self._released:
             return
         self._released = True
+        if self.info["pid"] != os.getpid():
+            # A forked child inherited this object: the lock (its open file, its record) is the
+            # parent's to release; unlocking here would release it under the parent's feet.
+            return
         self._stop.set()
         if self._heartbeat is not threading.current_thread():
             self._heartbeat.join(timeout=5)
         _HELD_HERE.discard(str(self.record))
         try:
             current = read_holder(self.record)
-            # Remove the record only if it is ours, and only from the process that took it
-            # (a forked child inherits this object but not the claim).
-            if current is not None and current.get("token") == self.info["token"] and self.info["pid"] == os.getpid():
+            if current is not None and current.get("token") == self.info["token"]:  # ours, not a taker's
                 _unlink_quietly(self.record)
         finally:
             self._os_lock.release()

@@ -232,3 +232,19 @@ def test_temp_names_carry_host_and_pid_even_with_dotted_host_names(monkeypatch):
     name = locks.temp_name("norm.frobenius@1.json")
     assert locks.temp_owner(name) == ("node7_cluster_example_org", os.getpid())
     assert locks.temp_owner(f"{KEY}.12345.abcd") is None  # the old format says no host
+
+
+def test_a_forked_child_neither_holds_nor_releases_its_parents_lock(tmp_path):
+    store = RunStore(tmp_path)
+    held = store.try_lock(KEY)
+    pid = os.fork()
+    if pid == 0:  # the child: it must not count as holder, and releasing must not unlock
+        ok = not locks.held_here(store.locks_dir, KEY)
+        held.release()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert locks.held_here(store.locks_dir, KEY) and store.lock_holder(KEY)["pid"] == os.getpid()
+    assert store.try_lock(KEY) is None  # still ours
+    held.release()
+    assert store.try_lock(KEY) is not None

@@ -7,13 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-
-import torch
 
 from gentest.store import RunStore
 from gentest.suites import load_suite
-from gentest.values import MeasureValue
 
 from test_store import SPEC, save
 
