@@ -98,7 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list the runs in the store")
     _add_store(runs)
     runs.add_argument("--json", action="store_true", help="print one JSON array of run rows")
+    runs.add_argument("--verify", action="store_true",
+                      help="also check every run's weights checksum and every value file; exit 1 on any problem")
     runs.set_defaults(command=cmd_runs)
+
+    doctor = sub.add_parser("doctor", help="check every run and cached value in the store; exit 1 on any problem")
+    _add_store(doctor)
+    doctor.add_argument("--fix", action="store_true",
+                        help="move damaged runs to the store's quarantine/ folder (the next train retrains them) "
+                             "and remove debris of dead processes")
+    doctor.set_defaults(command=cmd_doctor)
     return parser
 
 
@@ -336,14 +345,52 @@ def cmd_measures(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from gentest.store import RunStore
+    from gentest.store import RunStore, ignore_damage
 
-    rows = [run.row() for run in RunStore(args.store).runs()]
+    # A listing reports damage (below, once) and moves nothing.
+    store = RunStore.existing(args.store, heal=False, on_damage=ignore_damage)
+    runs = list(store.runs())
+    problems = store.verify() if args.verify else store.damaged()
+    damaged = {p.key for p in store.damaged()}
+    rows = [run.row() for run in runs if run.key not in damaged]
     if args.json:
         print(json.dumps(rows, indent=1))
+        for problem in problems:
+            print(f"gentest: {problem}", file=sys.stderr)
     else:
-        _console().print(runs_table(rows, title=f"{len(rows)} runs in {args.store}"))
-    return EXIT_OK
+        console = _console()
+        summary = f"{_plural(len(rows), 'run')} in {args.store}"
+        if rows:
+            console.print(runs_table(rows, title=summary))
+        _print_problems(console, problems)
+        console.print(summary + (f"; {_plural(len(problems), 'problem')}" if problems else ""), highlight=False)
+    return EXIT_FAILED if args.verify and problems else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gentest.store import RunStore, ignore_damage
+
+    store = RunStore.existing(args.store, heal=args.fix, on_damage=ignore_damage)
+    problems = store.verify()
+    console = _console()
+    _print_problems(console, problems)
+    checked = _plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")
+    debris = store.clean_debris() if args.fix else 0
+    verdict = f"{_plural(len(problems), 'problem')}" if problems else "no problems"
+    console.print(f"{checked} checked in {args.store}: {verdict}"
+                  + (f"; removed {_plural(debris, 'piece')} of debris" if debris else ""), highlight=False)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _print_problems(console, problems: list) -> None:
+    from rich.markup import escape
+
+    for problem in problems:
+        console.print(f"[red]{escape(str(problem))}[/red]", highlight=False)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def runs_table(rows: list[dict[str, Any]], title: str):

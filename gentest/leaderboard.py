@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gentest.values import MeasureValue  # re-exported: `from gentest.leaderboard import MeasureValue` keeps working
+
 RUN_KEYS = ("key", "dataset", "model", "randomization", "p", "seed", "train_acc", "test_acc", "gap", "steps_to_fit", "wall_s")
 MEASURE_KEYS = (
     "name", "family", "orientation", "n_pairs", "sign_error", "worst_env_sign_error", "auroc", "kendall_tau", "verdict", "errors",
@@ -49,23 +51,6 @@ class MeasureScore:
         for k in ("sign_error_ci", "auroc_ci"):
             d[k] = list(d[k]) if d[k] is not None else None
         return d
-
-
-@dataclass
-class MeasureValue:
-    """One measure on one run: a value, or the error that stands in its place."""
-
-    run_key: str
-    measure: str
-    version: str
-    value: float | None
-    error: str | None
-    seconds: float
-    not_applicable: bool = False  # error holds the reason the measure does not apply
-    extra: dict[str, Any] = field(default_factory=dict)  # what the measure recorded (ctx.record)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

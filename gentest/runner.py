@@ -7,6 +7,7 @@ most the run in progress and the next invocation picks up where it stopped.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,25 +56,27 @@ def training_data(spec: RunSpec, data: DataCache) -> Randomized:
     return randomized
 
 
-def train_missing(
-    specs: Iterable[RunSpec],
-    store: RunStore,
-    device: torch.device,
-    data: DataCache | None = None,
-    progress: Progress | None = None,
-) -> list[Run]:
-    """Train every spec the store lacks; return all of ``specs``' runs, in order."""
-    specs = list(specs)
-    data = data or DataCache()
-    progress = progress or Progress()
-    store.clean_debris()
-    missing = [s for s in specs if s.key not in store]
-    for spec in missing:  # fail on missing data before any training starts
-        data.get(spec)
-    progress.runs_planned(len(specs), len(missing))
-    for spec in missing:
-        train_one(spec, store, device, data, progress)
-    return [store.load(s.key) for s in specs]
+def _train_each_once(specs: list[RunSpec], store: RunStore, device: torch.device, data: DataCache, progress: Progress) -> None:
+    """Train each spec unless another process does: take its run lock first, skip a locked
+    run and come back to it later (when its holder has stored it, there is nothing to do)."""
+    pending = list(dict.fromkeys(specs))
+    pause = 0.05
+    while pending:
+        locked = []
+        for spec in pending:
+            if spec.key in store:
+                continue
+            lock = store.try_lock(spec.key)
+            if lock is None:
+                locked.append(spec)
+                continue
+            with lock:
+                if spec.key not in store:  # not stored by another process meanwhile
+                    train_one(spec, store, device, data, progress, take_lock=False)
+        pending = locked
+        if pending:
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
 
 def train_one(
@@ -111,3 +114,23 @@ def train_one(
         )
     progress.run_finished(run)
     return run
+
+
+def train_missing(
+    specs: Iterable[RunSpec],
+    store: RunStore,
+    device: torch.device,
+    data: DataCache | None = None,
+    progress: Progress | None = None,
+) -> list[Run]:
+    """Train every spec the store lacks; return all of ``specs``' runs, in order."""
+    specs = list(specs)
+    data = data or DataCache()
+    progress = progress or Progress()
+    store.clean_debris()
+    missing = [s for s in specs if s.key not in store]
+    for spec in missing:  # fail on missing data before any training starts
+        data.get(spec)
+    progress.runs_planned(len(specs), len(missing))
+    _train_each_once(missing, store, device, data, progress)
+    return [store.load(s.key) for s in specs]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gentest.executors.work import UnitResult
+from gentest.locks import describe_holder, is_stale
 
 
 def _failed_dir(store_root: str | Path) -> Path:
@@ -53,8 +54,8 @@ def grid_status(store, specs) -> list[dict[str, Any]]:
         key = spec.key
         if key in store:
             state, message = "done", ""
-        elif _locked(store, key):
-            state, message = "running", ""
+        elif (holder := _live_holder(store, key)) is not None:
+            state, message = "running", describe_holder(holder)
         elif key in failed:
             state, message = "failed", failed[key].get("message", "")
         else:
@@ -63,11 +64,7 @@ def grid_status(store, specs) -> list[dict[str, Any]]:
     return rows
 
 
-def _locked(store, key: str) -> bool:
-    if not (Path(store.root) / "locks").is_dir():
-        return False
-    lock = store.try_lock(key)
-    if lock is None:
-        return True
-    lock.release()
-    return False
+def _live_holder(store, key: str) -> dict[str, Any] | None:
+    """Who holds the run's lock (host, pid, since when), unless the holder is gone."""
+    holder = store.lock_holder(key)
+    return holder if holder is not None and not is_stale(holder, store.lease_s) else None
