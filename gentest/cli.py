@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gentest", description="Randomization tests for generalization measures.")
+    parser = _Parser(prog="gentest", description="Randomization tests for generalization measures.",
+                     epilog="Suites are TOML files: `gentest suites` shows the format and the built-in suites.")
     from gentest import __version__
 
     parser.add_argument("--version", action="version", version=f"gentest {__version__}")
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(command=cmd_evaluate)
 
     report = sub.add_parser("report", help="re-render the leaderboard from the store (trains and computes nothing)")
-    report.add_argument("suite", nargs="?", default=None, help="limit to this suite's runs (default: every run)")
+    report.add_argument("suite", nargs="?", default=None,
+                        help="the suite to report: built-in, a file, or a suite the store ran (default: the store's "
+                             "only suite)")
     report.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
     _add_store(report)
     _add_out(report)
@@ -91,11 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(runs)
     runs.add_argument("--json", action="store_true", help="print one JSON array of run rows")
     runs.set_defaults(command=cmd_runs)
+
+    suites = sub.add_parser("suites", help="the suite file format, with an example, and the built-in suites")
+    suites.set_defaults(command=cmd_suites)
     return parser
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=".gentest", help="the run store folder (default: .gentest)")
+    import os
+
+    p.add_argument("--store", default=os.environ.get("GENTEST_STORE") or ".gentest",
+                   help="the run store folder (default: $GENTEST_STORE, else .gentest)")
 
 
 def _add_measures(p: argparse.ArgumentParser) -> None:
@@ -120,23 +129,25 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gentest.devices import resolve_device
+    from gentest.pipeline import remember_suite
     from gentest.runner import DataCache, train_missing
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
     device = resolve_device(args.device)
+    remember_suite(RunStore(args.store), suite)  # so that `gentest report` knows the suite of these runs
     with _progress() as progress:
         runs = train_missing(
             suite.specs, RunStore(args.store), device, DataCache(args.data_root, args.download), progress
         )
-    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {len(runs)} runs"))
+    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {plural(len(runs), 'run')}"))
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentest.devices import resolve_device
-    from gentest.pipeline import choose_measures, evaluate_suite
+    from gentest.pipeline import choose_measures, evaluate_suite, remember_suite
     from gentest.progress import EvaluationBars
     from gentest.reports import leaderboard_table, write_report
     from gentest.runner import DataCache
@@ -148,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     measures = choose_measures(names, suite, args.plugin)
     device = resolve_device(args.device)
     console = _console(stderr=True)
+    remember_suite(RunStore(args.store), suite)  # so that `gentest report` knows the suite of these runs
     with _progress() as train_progress, EvaluationBars(console) as eval_progress:
         board = evaluate_suite(
             suite, measures, RunStore(args.store), device, DataCache(args.data_root, args.download),
@@ -164,17 +176,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gentest.pipeline import stored_leaderboard
     from gentest.reports import leaderboard_table, write_report
     from gentest.store import RunStore
-    from gentest.suites import load_suite
 
-    suite = load_suite(args.suite) if args.suite else None
-    board = stored_leaderboard(RunStore(args.store), suite, args.plugin)
+    store = RunStore(args.store)
+    suite = report_suite(args.suite, store)
+    board = stored_leaderboard(store, suite, args.plugin)
     if not board.runs:
-        raise GentestError(f"the store {args.store} holds no runs{' of suite ' + suite.name if suite else ''}; run gentest evaluate first")
+        raise GentestError(f"the store {args.store} holds no runs of suite {suite.name}; run gentest evaluate first")
     out = _out_dir(args, board.suite)
     write_report(board, out)
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
     return EXIT_OK
+
+
+def report_suite(name: str | None, store):
+    """The one suite `gentest report` reports: the one named (built-in, file, or a suite whose copy
+    the store keeps), else the store's only suite. Runs of different suites are never scored
+    together: with several suites in the store, the user picks one."""
+    from pathlib import Path
+
+    from gentest.pipeline import stored_suites
+    from gentest.suites import builtin_suites, load_suite
+
+    if name is not None and (name in builtin_suites() or Path(name).is_file()):
+        return load_suite(name)
+    found = stored_suites(store)
+    if name is not None:
+        if name in found:
+            return found[name]
+        load_suite(name)  # raises: no such built-in or file
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not store.keys():
+        raise GentestError(f"the store {store.root} holds no runs; run gentest evaluate first")
+    if not found:
+        raise GentestError(f"the store {store.root} holds {plural(len(store.keys()), 'run')} of no suite it knows; "
+                           "name the suite file: gentest report SUITE")
+    listed = ", ".join(f"{n} ({plural(sum(s.key in store for s in suite.specs), 'run')})" for n, suite in found.items())
+    raise GentestError(f"the store {store.root} holds runs of {len(found)} suites: {listed}; "
+                       "report one at a time: gentest report SUITE")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -184,6 +224,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from gentest.check import check_measure, resolve_measure
     from gentest.devices import resolve_device
+    from gentest.pipeline import remember_suite
     from gentest.runner import DataCache, train_missing
     from gentest.store import RunStore
     from gentest.suites import load_suite
@@ -193,6 +234,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     device = resolve_device(args.device)
     store, data = RunStore(args.store), DataCache(args.data_root, args.download)
+    remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
     with _progress() as progress:
         runs = train_missing(suite.specs, store, device, data, progress)
     result = check_measure(measure, runs, device, data, args.expect, store)
@@ -226,16 +268,20 @@ def cmd_measures(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(infos, indent=1))
         return EXIT_OK
+    _console().print(measures_table(infos))
+    return EXIT_OK
+
+
+def measures_table(infos: list[dict[str, Any]]):
     from rich.table import Table
 
-    table = Table(title=f"{len(infos)} registered measures")
-    for col in ("name", "family", "orientation", "requires", "source"):
-        table.add_column(col, no_wrap=col in ("name", "orientation"))
+    table = Table(title=plural(len(infos), "registered measure"))
+    for col in ("name", "family", "orientation", "requires", "source"):  # narrow terminals: fold, never cut
+        table.add_column(col, overflow="fold")
     for i in infos:
         source = i["source"].removeprefix("entry point ")
         table.add_row(i["name"], i["family"], i["orientation"], ", ".join(i["requires"]), source)
-    _console().print(table)
-    return EXIT_OK
+    return table
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -245,19 +291,43 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        _console().print(runs_table(rows, title=f"{len(rows)} runs in {args.store}"))
+        _console().print(runs_table(rows, title=f"{plural(len(rows), 'run')} in {args.store}"))
+    return EXIT_OK
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from gentest.suite_help import EXAMPLE, INTRO, SUITE_TABLE, builtin_rows, settings_rows
+
+    console = _console()
+    console.print(INTRO, highlight=False, markup=False)
+    console.print("\nAn example (label-sweep.toml):\n", highlight=False)
+    console.print(EXAMPLE, highlight=False, markup=False)
+    for title, rows, columns in (
+        ("[suite]", SUITE_TABLE, ("key", "what", "default")),
+        ("[base] and [axes] settings", settings_rows(), ("setting", "allowed", "default")),
+        ("built-in suites (by name)", [(n, str(k), d, c) for n, k, d, c in builtin_rows()],
+         ("suite", "runs", "description", "cost")),
+    ):
+        table = Table(title=Text(title), title_justify="left")  # Text: "[suite]" is not markup
+        for col in columns:
+            table.add_column(col, overflow="fold", justify="right" if col == "runs" else "left")
+        for row in rows:
+            table.add_row(*map(Text, row))
+        console.print(table)
     return EXIT_OK
 
 
 def runs_table(rows: list[dict[str, Any]], title: str):
-    """A table in the spirit of the paper's Table 1."""
+    """A table in the spirit of the paper's Table 1. On a narrow terminal (down to 80 columns) the
+    headers and text cells fold over lines; a number is never cut or split."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for name in ("dataset", "model", "randomization", "p", "seed", "train acc", "test acc", "steps to fit", "s"):
-        table.add_column(name, justify="left" if name in ("dataset", "model", "randomization") else "right")
-    for r in rows:
-        table.add_row(
+    headers = ("dataset", "model", "randomization", "p", "seed", "train acc %", "test acc %", "steps to fit", "train s")
+    cells = [
+        (
             r["dataset"],
             r["model"],
             r["randomization"] + (f" (retrain, {r['replace_k']} replaced)" if r.get("replace_k") else ""),
@@ -268,7 +338,21 @@ def runs_table(rows: list[dict[str, Any]], title: str):
             str(r["steps_to_fit"]) if r["steps_to_fit"] is not None else f"not fit ({r['epochs']} ep)",
             f"{r['wall_s']:.1f}",
         )
+        for r in rows
+    ]
+    table = Table(title=title)
+    for i, name in enumerate(headers):
+        text = name in ("dataset", "model", "randomization")
+        widest_number = max((len(c[i]) for c in cells if not text and " " not in c[i]), default=None)
+        table.add_column(name, justify="left" if text else "right", overflow="fold", min_width=widest_number)
+    for row in cells:
+        table.add_row(*row)
     return table
+
+
+def plural(n: int, noun: str) -> str:
+    """``plural(1, "run") == "1 run"``, ``plural(2, "run") == "2 runs"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _console(stderr: bool = False):
