@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gentest", description="Randomization tests for generalization measures.")
+    parser = _Parser(prog="gentest", description="Randomization tests for generalization measures.",
+                     epilog="Suites are TOML files: `gentest suites` shows the format and the built-in suites.")
     from gentest import __version__
 
     parser.add_argument("--version", action="version", version=f"gentest {__version__}")
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(command=cmd_evaluate)
 
     report = sub.add_parser("report", help="re-render the leaderboard from the store (trains and computes nothing)")
-    report.add_argument("suite", nargs="?", default=None, help="limit to this suite's runs (default: every run)")
+    report.add_argument("suite", nargs="?", default=None,
+                        help="the suite to report: built-in, a file, or a suite the store ran (default: the store's "
+                             "only suite)")
     report.add_argument("--plugin", action="append", default=[], metavar="FILE", help="a measure plug-in file")
     _add_store(report)
     _add_out(report)
@@ -108,11 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="move damaged runs to the store's quarantine/ folder (the next train retrains them) "
                              "and remove debris of dead processes")
     doctor.set_defaults(command=cmd_doctor)
+    suites = sub.add_parser("suites", help="the suite file format, with an example, and the built-in suites")
+    suites.set_defaults(command=cmd_suites)
     return parser
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=".gentest", help="the run store folder (default: .gentest)")
+    import os
+
+    p.add_argument("--store", default=os.environ.get("GENTEST_STORE") or ".gentest",
+                   help="the run store folder (default: $GENTEST_STORE, else .gentest)")
 
 
 def _add_measures(p: argparse.ArgumentParser) -> None:
@@ -160,23 +168,24 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gentest.pipeline import run_grid
+    from gentest.pipeline import remember_suite, run_grid
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
     plan = _grid_plan(args)
     store = RunStore(args.store)
+    remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
     outcome = run_grid(suite.specs, [], store, plan, _grid_progress("trained"))
     if not outcome.waited:
         return _submitted(outcome)
     runs = [store.load(s.key) for s in suite.specs if s.key in store]
-    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {_plural(len(runs), 'run')}"))
+    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {plural(len(runs), 'run')}"))
     return _failures(outcome)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from gentest.pipeline import build_leaderboard, choose_measures, run_grid
+    from gentest.pipeline import build_leaderboard, choose_measures, remember_suite, run_grid
     from gentest.reports import leaderboard_table, write_report
     from gentest.store import RunStore
     from gentest.suites import load_suite
@@ -186,6 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     measures = choose_measures(names, suite, args.plugin)
     plan = _grid_plan(args, measures)
     store = RunStore(args.store)
+    remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
     outcome = run_grid(suite.specs, measures, store, plan, _grid_progress("evaluated"))
     if not outcome.waited:
         return _submitted(outcome)
@@ -230,15 +240,11 @@ def _failures(outcome) -> int:
     from rich.markup import escape
 
     console = _console(stderr=True)
-    console.print(f"[red]{_plural(len(outcome.failures), 'run')} failed[/red] (run the same command again to retry "
+    console.print(f"[red]{plural(len(outcome.failures), 'run')} failed[/red] (run the same command again to retry "
                   "only what is missing):", highlight=False)
     for f in outcome.failures:
         console.print(f"  {escape(f.label)}: {escape(f.message)}", highlight=False)
     return EXIT_FAILED
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -270,17 +276,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gentest.pipeline import stored_leaderboard
     from gentest.reports import leaderboard_table, write_report
     from gentest.store import RunStore
-    from gentest.suites import load_suite
 
-    suite = load_suite(args.suite) if args.suite else None
-    board = stored_leaderboard(RunStore(args.store), suite, args.plugin)
+    store = RunStore(args.store)
+    suite = report_suite(args.suite, store)
+    board = stored_leaderboard(store, suite, args.plugin)
     if not board.runs:
-        raise GentestError(f"the store {args.store} holds no runs{' of suite ' + suite.name if suite else ''}; run gentest evaluate first")
+        raise GentestError(f"the store {args.store} holds no runs of suite {suite.name}; run gentest evaluate first")
     out = _out_dir(args, board.suite)
     write_report(board, out)
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
     return EXIT_OK
+
+
+def report_suite(name: str | None, store):
+    """The one suite `gentest report` reports: the one named (built-in, file, or a suite whose copy
+    the store keeps), else the store's only suite. Runs of different suites are never scored
+    together: with several suites in the store, the user picks one."""
+    from pathlib import Path
+
+    from gentest.pipeline import stored_suites
+    from gentest.suites import builtin_suites, load_suite
+
+    if name is not None and (name in builtin_suites() or Path(name).is_file()):
+        return load_suite(name)
+    found = stored_suites(store)
+    if name is not None:
+        if name in found:
+            return found[name]
+        load_suite(name)  # raises: no such built-in or file
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not store.keys():
+        raise GentestError(f"the store {store.root} holds no runs; run gentest evaluate first")
+    if not found:
+        raise GentestError(f"the store {store.root} holds {plural(len(store.keys()), 'run')} of no suite it knows; "
+                           "name the suite file: gentest report SUITE")
+    listed = ", ".join(f"{n} ({plural(sum(s.key in store for s in suite.specs), 'run')})" for n, suite in found.items())
+    raise GentestError(f"the store {store.root} holds runs of {len(found)} suites: {listed}; "
+                       "report one at a time: gentest report SUITE")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -290,6 +324,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from gentest.check import check_measure, resolve_measure
     from gentest.devices import resolve_device
+    from gentest.pipeline import remember_suite
     from gentest.runner import DataCache, train_missing
     from gentest.store import RunStore
     from gentest.suites import load_suite
@@ -299,6 +334,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     device = resolve_device(args.device)
     store, data = RunStore(args.store), DataCache(args.data_root, args.download)
+    remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
     with _progress() as progress:
         runs = train_missing(suite.specs, store, device, data, progress)
     result = check_measure(measure, runs, device, data, args.expect, store)
@@ -332,16 +368,20 @@ def cmd_measures(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(infos, indent=1))
         return EXIT_OK
+    _console().print(measures_table(infos))
+    return EXIT_OK
+
+
+def measures_table(infos: list[dict[str, Any]]):
     from rich.table import Table
 
-    table = Table(title=f"{len(infos)} registered measures")
-    for col in ("name", "family", "orientation", "requires", "source"):
-        table.add_column(col, no_wrap=col in ("name", "orientation"))
+    table = Table(title=plural(len(infos), "registered measure"))
+    for col in ("name", "family", "orientation", "requires", "source"):  # narrow terminals: fold, never cut
+        table.add_column(col, overflow="fold")
     for i in infos:
         source = i["source"].removeprefix("entry point ")
         table.add_row(i["name"], i["family"], i["orientation"], ", ".join(i["requires"]), source)
-    _console().print(table)
-    return EXIT_OK
+    return table
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -359,11 +399,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"gentest: {problem}", file=sys.stderr)
     else:
         console = _console()
-        summary = f"{_plural(len(rows), 'run')} in {args.store}"
+        summary = f"{plural(len(rows), 'run')} in {args.store}"
         if rows:
             console.print(runs_table(rows, title=summary))
         _print_problems(console, problems)
-        console.print(summary + (f"; {_plural(len(problems), 'problem')}" if problems else ""), highlight=False)
+        console.print(summary + (f"; {plural(len(problems), 'problem')}" if problems else ""), highlight=False)
     return EXIT_FAILED if args.verify and problems else EXIT_OK
 
 
@@ -374,11 +414,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     problems = store.verify()
     console = _console()
     _print_problems(console, problems)
-    checked = _plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")
+    checked = plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")
     debris = store.clean_debris() if args.fix else 0
-    verdict = f"{_plural(len(problems), 'problem')}" if problems else "no problems"
+    verdict = f"{plural(len(problems), 'problem')}" if problems else "no problems"
     console.print(f"{checked} checked in {args.store}: {verdict}"
-                  + (f"; removed {_plural(debris, 'piece')} of debris" if debris else ""), highlight=False)
+                  + (f"; removed {plural(debris, 'piece')} of debris" if debris else ""), highlight=False)
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -389,19 +429,41 @@ def _print_problems(console, problems: list) -> None:
         console.print(f"[red]{escape(str(problem))}[/red]", highlight=False)
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from gentest.suite_help import EXAMPLE, INTRO, SUITE_TABLE, builtin_rows, settings_rows
+
+    console = _console()
+    console.print(INTRO, highlight=False, markup=False)
+    console.print("\nAn example (label-sweep.toml):\n", highlight=False)
+    console.print(EXAMPLE, highlight=False, markup=False)
+    for title, rows, columns in (
+        ("[suite]", SUITE_TABLE, ("key", "what", "default")),
+        ("[base] and [axes] settings", settings_rows(), ("setting", "allowed", "default")),
+        ("built-in suites (by name)", [(n, str(k), d, c) for n, k, d, c in builtin_rows()],
+         ("suite", "runs", "description", "cost")),
+    ):
+        table = Table(title=Text(title), title_justify="left")  # Text: "[suite]" is not markup
+        for col in columns:
+            table.add_column(col, overflow="fold", justify="right" if col == "runs" else "left")
+        for row in rows:
+            table.add_row(*map(Text, row))
+        console.print(table)
+    return EXIT_OK
 
 
 def runs_table(rows: list[dict[str, Any]], title: str):
-    """A table in the spirit of the paper's Table 1."""
+    """A table in the spirit of the paper's Table 1. On a narrow terminal (down to 80 columns) the
+    headers and text cells fold over lines; a number is never cut or split."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for name in ("dataset", "model", "randomization", "p", "seed", "train acc", "test acc", "steps to fit", "s"):
-        table.add_column(name, justify="left" if name in ("dataset", "model", "randomization") else "right")
-    for r in rows:
-        table.add_row(
+    headers = ("dataset", "model", "randomization", "p", "seed", "train acc %", "test acc %", "steps to fit", "train s")
+    cells = [
+        (
             r["dataset"],
             r["model"],
             r["randomization"] + (f" (retrain, {r['replace_k']} replaced)" if r.get("replace_k") else ""),
@@ -412,7 +474,21 @@ def runs_table(rows: list[dict[str, Any]], title: str):
             str(r["steps_to_fit"]) if r["steps_to_fit"] is not None else f"not fit ({r['epochs']} ep)",
             f"{r['wall_s']:.1f}",
         )
+        for r in rows
+    ]
+    table = Table(title=title)
+    for i, name in enumerate(headers):
+        text = name in ("dataset", "model", "randomization")
+        widest_number = max((len(c[i]) for c in cells if not text and " " not in c[i]), default=None)
+        table.add_column(name, justify="left" if text else "right", overflow="fold", min_width=widest_number)
+    for row in cells:
+        table.add_row(*row)
     return table
+
+
+def plural(n: int, noun: str) -> str:
+    """``plural(1, "run") == "1 run"``, ``plural(2, "run") == "2 runs"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _console(stderr: bool = False):

@@ -308,3 +308,36 @@ def run_grid(specs: Iterable[RunSpec], measures: list[Measure], store: RunStore,
         else:
             clear_failure(store.root, r.key)
     return GridOutcome(results, list(getattr(executor, "job_ids", [])), waited=plan.wait)
+
+
+# The suites a store holds runs of. A run does not record its suite (the same run can belong to
+# several), so every command that trains a suite into a store keeps a copy of the suite file in
+# ``<store>/suites/<name>.toml``; `gentest report` without a suite reports from those copies and
+# never pairs runs across suites.
+
+
+def remember_suite(store: RunStore, suite: Suite) -> None:
+    """Keep a copy of ``suite``'s file in the store (atomically; a later suite of the same name
+    replaces it, as its report replaces the report folder of that name)."""
+    import os
+    import re
+    import uuid
+
+    folder = store.root / "suites"
+    folder.mkdir(parents=True, exist_ok=True)
+    file_name = re.sub(r"[^\w.-]", "_", suite.name).lstrip(".") or "suite"
+    staging = folder / f".{file_name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.write_bytes(suite.path.read_bytes())
+    os.replace(staging, folder / f"{file_name}.toml")
+
+
+def stored_suites(store: RunStore) -> dict[str, Suite]:
+    """The suites with at least one run in the store, by name: the copies the store keeps, and
+    the built-in suites not among them (stores written before suites were kept)."""
+    from gentest.suites import builtin_suites, load_suite
+
+    suites = {s.name: s for s in map(load_suite, map(str, builtin_suites().values()))}
+    folder = store.root / "suites"
+    if folder.is_dir():
+        suites |= {s.name: s for s in (load_suite(str(p)) for p in sorted(folder.glob("*.toml")))}
+    return {name: s for name, s in sorted(suites.items()) if any(spec.key in store for spec in s.specs)}

@@ -62,7 +62,7 @@ class Measure:
         }
 
 
-# Where the module being imported came from ("entry point measures.norms (gentest)",
+# Where the module being imported came from ("entry point measures.norms (gentest-harness)",
 # "plugin /path/file.py"), so errors and `gentest measures` can name it.
 _current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("source", default=None)
 _MEASURES: dict[str, Measure] = {}

@@ -6,6 +6,7 @@ A suite file::
     name = "quick"
     description = "MNIST-1D, 3x512 MLP: natural vs random labels vs random pixels"
     measures = ["control.gap"]            # optional: what `gentest evaluate` runs
+    cost = "about 2 min on a 2-core CPU"  # optional: what running it costs, shown by `gentest suites`
 
     [base]                                # settings shared by every run
     dataset = "mnist1d"                   # a name, or a table {name = "cifar10", crop28 = true}
@@ -37,7 +38,7 @@ from gentest.spec import TRAIN_FIELDS, RunSpec, TrainSettings, freeze
 SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels")
 SETTING_KEYS = SPEC_KEYS + tuple(TRAIN_FIELDS)
 TOP_TABLES = ("suite", "base", "axes")
-SUITE_KEYS = ("name", "description", "measures")
+SUITE_KEYS = ("name", "description", "measures", "cost")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Suite:
     description: str
     specs: tuple[RunSpec, ...]
     measures: tuple[str, ...] = ()
+    cost: str = ""  # what running it costs, in words ("about 4 min on a 2-core CPU"); optional
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -109,6 +111,8 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
     measures = meta.get("measures", [])
     if not isinstance(measures, list) or not all(isinstance(m, str) for m in measures):
         raise fail("[suite] measures", "must be a list of measure names")
+    if not isinstance(meta.get("cost", ""), str):
+        raise fail("[suite] cost", "must be a string, e.g. \"about 4 min on a 2-core CPU\"")
 
     specs: dict[str, RunSpec] = {}
     for combo in itertools.product(*axes.values()):
@@ -124,6 +128,7 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
         description=str(meta.get("description", "")),
         specs=tuple(specs.values()),
         measures=tuple(measures),
+        cost=meta.get("cost", ""),
     )
 
 
