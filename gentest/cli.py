@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentest.devices import resolve_device
     from gentest.pipeline import choose_measures, evaluate_suite
     from gentest.progress import EvaluationBars
-    from gentest.reports import leaderboard_table, write_report
+    from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.runner import DataCache
     from gentest.store import RunStore
     from gentest.suites import load_suite
@@ -157,12 +157,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_report(board, out)
     _console().print(leaderboard_table(board))
     console.print(f"report written to {out}/leaderboard.{{md,html,json}}")
-    return EXIT_OK
+    return controls_exit_code(board)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gentest.pipeline import stored_leaderboard
-    from gentest.reports import leaderboard_table, write_report
+    from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_report(board, out)
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
-    return EXIT_OK
+    return controls_exit_code(board)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -647,6 +647,7 @@ def _error_phrase(s: MeasureScore) -> str:
 
 
 BROKEN = "so the suite, not the measures, is broken."
+NOT_EVALUATED = "nothing has been evaluated yet: the store holds runs but no measure values (run gentest evaluate)."
 
 
 def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
