@@ -40,7 +40,8 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
 * **Environments.** Following Dziugaite et al.'s worst case over environments, a pair's
   environment is ``run.environment`` (architecture × training setting, taken from the natural
   twin) plus ``"/"`` plus the randomized twin's kind, with ``"(p=…)"`` for label corruption,
-  e.g. ``"mnist1d/mlp/ab12/labels(p=0.5)"``. ``env_sign_errors`` maps each environment to its
+  e.g. ``"mnist1d/mlp hidden=[512] weight_decay=0.0/labels(p=0.5)"`` (names from
+  ``gentest.pipeline.environment_names``). ``env_sign_errors`` maps each environment to its
   mean ``ℓ``; ``worst_env_sign_error`` is the largest and ``worst_env`` its name (the first in
   sorted order if several share the maximum).
 
