@@ -106,6 +106,10 @@ def _run_row(run: Run, environment: str) -> dict[str, object]:
     row.setdefault("model_args", d["model_args"])
     for k, v in d["train"].items():
         row.setdefault(f"train.{k}", v)
+    # Where it was trained, as the store records it (CPU float results depend on these).
+    for k in ("torch_threads", "cpu_capability", "cpu"):
+        if (run.versions or {}).get(k) is not None:
+            row.setdefault(k, run.versions[k])
     return row
 
 

@@ -222,7 +222,7 @@ def _csv_cell(x: Any) -> Any:
 # -- how the report was made ------------------------------------------------------------------------
 
 # Keys of run rows that say where a run was trained, shown in the report when present.
-TRAINING_PLATFORM_KEYS = ("device", "threads", "num_threads", "torch_threads", "cpu", "cpu_model", "isa")
+TRAINING_PLATFORM_KEYS = ("device", "torch_threads", "cpu_capability", "cpu")
 
 
 def _cpu_model() -> str:
@@ -280,6 +280,7 @@ PROVENANCE_LABELS = {
     "command": "command", "gentest": "gentest", "torch": "torch", "numpy": "numpy", "python": "python",
     "threads": "torch threads (report)", "isa": "CPU ISA (torch)", "cuda": "GPU", "platform": "platform",
     "machine": "machine", "cpu_model": "CPU model", "runs_device": "runs trained on",
+    "runs_torch_threads": "runs' torch threads", "runs_cpu_capability": "runs' CPU ISA", "runs_cpu": "runs' CPU model",
 }
 
 
