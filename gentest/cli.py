@@ -186,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentest.pipeline import build_leaderboard, choose_measures, remember_suite, run_grid
-    from gentest.reports import leaderboard_table, write_report
+    from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
@@ -206,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_report(board, out)
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
-    return _failures(outcome)
+    return _failures(outcome) or controls_exit_code(board)
 
 
 def _grid_plan(args: argparse.Namespace, measures=()):
@@ -274,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gentest.pipeline import stored_leaderboard
-    from gentest.reports import leaderboard_table, write_report
+    from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.store import RunStore
 
     store = RunStore(args.store)
@@ -286,7 +286,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_report(board, out)
     _console().print(leaderboard_table(board))
     _console(stderr=True).print(f"report written to {out}/leaderboard.{{md,html,json}}")
-    return EXIT_OK
+    return controls_exit_code(board)
 
 
 def report_suite(name: str | None, store):

@@ -45,6 +45,11 @@ class MeasureScore:
     errors: int  # runs on which the measure errored
     n_ties: int = 0  # pairs where the measure gave both twins the same value
     reason: str = ""  # why the verdict is what it is, in words
+    n_undecided: int = 0  # pairs whose difference is within the measure's recorded noise
+    n_seeds: int = 0  # distinct seeds among the scored pairs
+    env_kendall_tau: dict[str, float | None] = field(default_factory=dict)  # tau-b per environment with a sweep
+    psi: float | None = None  # Jiang et al.'s granulated consistency over the suite's axes
+    psi_by_axis: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -60,11 +65,18 @@ class Leaderboard:
     runs: list[dict[str, Any]]  # Run.row() of every run, RUN_KEYS among their keys
     curves: dict[str, list[dict[str, Any]]]  # run key -> learning curve (one row per epoch)
     measures: list[MeasureScore]  # sorted best first
-    values: list[MeasureValue]
+    values: list[MeasureValue]  # every stored value (none: nothing has been evaluated yet)
     controls_ok: bool
     controls_message: str = ""
     thresholds: dict[str, float] = field(default_factory=dict)
     measure_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Measure.info()
+    # How the report was made: command, versions, platform, CPU, threads (gentest.reports.provenance).
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether any measure value (or error) is stored: a store can hold runs and nothing else."""
+        return bool(self.values) or bool(self.measures)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,4 +87,6 @@ class Leaderboard:
             "controls_ok": self.controls_ok,
             "controls_message": self.controls_message,
             "thresholds": self.thresholds,
+            "evaluated": self.evaluated,
+            "provenance": self.provenance,
         }

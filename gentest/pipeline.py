@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,7 @@ from gentest.executors import GridDisplay, UnitResult, WorkUnit
 from gentest.leaderboard import Leaderboard, MeasureValue
 from gentest.registry import Measure, all_measures, select
 from gentest.runner import DataCache, Progress, train_missing
-from gentest.scoring import THRESHOLDS, ScoredRun, controls_ok, score_all
+from gentest.scoring import NOT_EVALUATED, THRESHOLDS, ScoredRun, controls_ok, recorded_uncertainty, score_all
 from gentest.spec import RunSpec
 from gentest.store import Run, RunStore
 from gentest.suites import Suite
@@ -52,30 +53,76 @@ def evaluate_suite(
     return build_leaderboard(suite.name, runs, measures, values)
 
 
+def _settings(spec: RunSpec) -> dict[str, object]:
+    """Every setting but randomization and seed: dataset and model with their options, training."""
+    d = spec.to_dict()
+    flat: dict[str, object] = {"dataset": d["dataset"]}
+    flat |= {f"dataset.{k}": v for k, v in d["dataset_args"].items()}
+    flat["model"] = d["model"]
+    flat |= {f"model.{k}": v for k, v in d["model_args"].items()}
+    flat |= {f"train.{k}": v for k, v in d["train"].items()}
+    return flat
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+
+
 def environment_names(specs: list[RunSpec]) -> dict[str, str]:
     """Readable environment per run key: dataset/model plus the settings that vary in the suite.
 
     An environment (Dziugaite et al. 2020) is one architecture × training setting; scoring adds
-    the randomization kind. Settings equal across the suite are left out of the name.
+    the randomization kind. Settings equal across the suite are left out of the name, and so is
+    a setting this run does not have (a CNN has no ``hidden``); a setting is named without its
+    ``model.``/``dataset.``/``train.`` prefix unless two varying settings would then share a
+    name, e.g. ``mnist1d/mlp hidden=[512,512,512] weight_decay=0.0005``.
     """
-
-    def settings(spec: RunSpec) -> dict[str, object]:
-        d = spec.to_dict()
-        flat = {f"dataset.{k}": v for k, v in d["dataset_args"].items()}
-        flat |= {f"model.{k}": v for k, v in d["model_args"].items()}
-        flat |= d["train"]
-        return flat
-
-    all_settings = {s.key: settings(s) for s in specs}
-    varying = sorted({k for s in all_settings.values() for k, v in s.items() if any(o.get(k) != v for o in all_settings.values())})
+    all_settings = {s.key: _settings(s) for s in specs}
+    keys = {k for s in all_settings.values() for k in s}
+    varying = sorted(
+        k for k in keys - {"dataset", "model"}
+        if len({json.dumps(s.get(k), sort_keys=True) for s in all_settings.values()}) > 1
+    )
+    short = {k: k.split(".", 1)[1] for k in varying}
+    clash = {n for n in short.values() if list(short.values()).count(n) > 1}
+    label = {k: (short[k] if short[k] not in clash else k) for k in varying}
     names = {}
     for spec in specs:
-        extra = " ".join(f"{k}={all_settings[spec.key].get(k)}" for k in varying)
+        mine = all_settings[spec.key]
+        extra = " ".join(f"{label[k]}={_compact(mine[k])}" for k in varying if k in mine)
         names[spec.key] = f"{spec.dataset}/{spec.model}" + (f" {extra}" if extra else "")
     return names
 
 
+def run_settings(spec: RunSpec) -> tuple[tuple[str, str], ...]:
+    """The settings of a run as scoring's axes see them: (name, canonical JSON) pairs."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in _settings(spec).items()))
+
+
+def _run_row(run: Run, environment: str) -> dict[str, object]:
+    """Run.row() plus what tells runs apart: environment, options and training settings."""
+    d = run.spec.to_dict()
+    row = dict(run.row())
+    row.setdefault("environment", environment)
+    row.setdefault("pair_key", run.spec.pair_key)
+    row.setdefault("dataset_args", d["dataset_args"])
+    row.setdefault("model_args", d["model_args"])
+    for k, v in d["train"].items():
+        row.setdefault(f"train.{k}", v)
+    # Where it was trained, as the store records it (CPU float results depend on these).
+    for k in ("torch_threads", "cpu_capability", "cpu"):
+        if (run.versions or {}).get(k) is not None:
+            row.setdefault(k, run.versions[k])
+    return row
+
+
 def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure], values: list[MeasureValue | None]) -> Leaderboard:
+    """Score the values of ``measures`` on ``runs`` and assemble the board.
+
+    With no value at all (a store that holds runs but was never evaluated) the board has the
+    runs and no scores, and says that nothing has been evaluated yet rather than that the
+    controls failed.
+    """
     envs = environment_names([r.spec for r in runs])
     scored_runs = [
         ScoredRun(
@@ -86,26 +133,34 @@ def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure],
             seed=r.spec.seed,
             gap=r.metrics["gap"],
             environment=envs[r.key],
+            settings=run_settings(r.spec),
         )
         for r in runs
     ]
     present = [v for v in values if v is not None]
     by_measure: dict[str, dict[str, float | None]] = {m.name: {} for m in measures}
     not_applicable: dict[str, dict[str, str]] = {m.name: {} for m in measures}
+    uncertainties: dict[str, dict[str, object]] = {m.name: {} for m in measures}
     for v in present:
         if v.measure in by_measure:
             by_measure[v.measure][v.run_key] = v.value
             if v.not_applicable:
                 not_applicable[v.measure][v.run_key] = v.error or "does not apply"
-    scores = score_all(
-        [(m.name, m.family, m.orientation) for m in measures], scored_runs, by_measure,
-        not_applicable_by_measure=not_applicable,
-    )
-    ok, message = controls_ok(scores)
+            u = recorded_uncertainty(v.extra)
+            if u is not None and v.value is not None:
+                uncertainties[v.measure][v.run_key] = u
+    if present:
+        scores = score_all(
+            [(m.name, m.family, m.orientation) for m in measures], scored_runs, by_measure,
+            not_applicable_by_measure=not_applicable, uncertainties_by_measure=uncertainties,
+        )
+        ok, message = controls_ok(scores)
+    else:
+        scores, ok, message = [], False, NOT_EVALUATED
     return Leaderboard(
         suite=suite_name,
         gentest_version=gentest.__version__,
-        runs=[r.row() for r in runs],
+        runs=[_run_row(r, envs[r.key]) for r in runs],
         curves={r.key: r.curve for r in runs},
         measures=scores,
         values=present,
