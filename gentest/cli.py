@@ -113,6 +113,25 @@ def _out_dir(args: argparse.Namespace, suite_name: str):
     return Path(args.out) if args.out else Path(args.store).absolute().parent / "gentest-reports" / suite_name
 
 
+def check_inputs(args: argparse.Namespace, suite=None) -> None:
+    """Paths checked before any work: a store to write into (or, for commands that only read
+    the store, one that exists), a report folder, and a data root to download into."""
+    from pathlib import Path
+
+    from gentest.inputs import check_existing_store, check_writable_dir, needs_data_root
+
+    if args.command in (cmd_runs, cmd_report):
+        check_existing_store(args.store)
+    else:
+        check_writable_dir(args.store, "--store")
+    if hasattr(args, "out"):
+        check_writable_dir(args.out if args.out else Path(args.store).absolute().parent / "gentest-reports", "--out")
+    if getattr(args, "download", False) and suite is not None and needs_data_root({s.dataset for s in suite.specs}):
+        from gentest.datasets import default_data_root
+
+        check_writable_dir(args.data_root or default_data_root(), "--data-root")
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="where image datasets live (default: ~/.cache/gentest/data)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing image datasets")
@@ -125,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
+    check_inputs(args, suite)
     device = resolve_device(args.device)
     with _progress() as progress:
         runs = train_missing(
@@ -136,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentest.devices import resolve_device
+    from gentest.inputs import parse_measure_names
     from gentest.pipeline import choose_measures, evaluate_suite
     from gentest.progress import EvaluationBars
     from gentest.reports import leaderboard_table, write_report
@@ -144,8 +165,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
-    names = [n.strip() for n in args.measures.split(",") if n.strip()] if args.measures else None
-    measures = choose_measures(names, suite, args.plugin)
+    check_inputs(args, suite)
+    measures = choose_measures(parse_measure_names(args.measures), suite, args.plugin)
     device = resolve_device(args.device)
     console = _console(stderr=True)
     with _progress() as train_progress, EvaluationBars(console) as eval_progress:
@@ -167,6 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite) if args.suite else None
+    check_inputs(args, suite)
     board = stored_leaderboard(RunStore(args.store), suite, args.plugin)
     if not board.runs:
         raise GentestError(f"the store {args.store} holds no runs{' of suite ' + suite.name if suite else ''}; run gentest evaluate first")
@@ -191,6 +213,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     measure = resolve_measure(args.measure, args.plugin)
     suite = load_suite(args.suite)
+    check_inputs(args, suite)
     device = resolve_device(args.device)
     store, data = RunStore(args.store), DataCache(args.data_root, args.download)
     with _progress() as progress:
@@ -241,6 +264,7 @@ def cmd_measures(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from gentest.store import RunStore
 
+    check_inputs(args)
     rows = [run.row() for run in RunStore(args.store).runs()]
     if args.json:
         print(json.dumps(rows, indent=1))
