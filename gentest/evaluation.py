@@ -109,6 +109,7 @@ def call_isolated(
     need the main thread (elsewhere a late value is still refused).
     """
     ctx = MeasureContext(cache, measure.name)
+    own_models = _versions(ctx.model), _versions(ctx.init_model)
     value, error, not_applicable = None, None, False
     state = TorchState.read()
     seed = global_seed(cache.key, measure.name) if rng_seed is None else rng_seed
@@ -134,7 +135,7 @@ def call_isolated(
                 error = _describe_exception(e)
     finally:
         seconds = time.perf_counter() - start
-        broken = _broken_rules(state, ctx, cache)
+        broken = _broken_rules(state, ctx, cache, own_models)
     interrupts.reraise()  # the user's Ctrl-C: nothing is recorded for this call
     if broken:
         value, not_applicable = None, False
@@ -145,14 +146,25 @@ def call_isolated(
     )
 
 
-def _broken_rules(state: TorchState, ctx: MeasureContext, cache: RunCache) -> list[str]:
-    """What the call changed that it must not have, in words; the shared state is restored."""
+def _versions(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def _broken_rules(state: TorchState, ctx: MeasureContext, cache: RunCache, own_models) -> list[str]:
+    """What the call changed that it must not have, in words; the shared state is restored.
+
+    The shared models are compared value by value (a write through ``.data`` included). The
+    measure's own copies only when a version counter moved (a measure may perturb its copy and
+    put the weights back: that is no change), which saves two comparisons per call.
+    """
     broken = state.changes(TorchState.read())
     state.restore()
     modified = [f"modified {name} in place" for name in cache.modified()]
-    if _changed(ctx.model, cache.pristine) or _changed(cache.model, cache.pristine):
+    own_model = _versions(ctx.model) != own_models[0] and _changed(ctx.model, cache.pristine)
+    own_init = _versions(ctx.init_model) != own_models[1] and _changed(ctx.init_model, cache.pristine_init)
+    if own_model or _changed(cache.model, cache.pristine):
         modified.append("modified the model's weights (measures must leave ctx.model unchanged)")
-    if _changed(ctx.init_model, cache.pristine_init) or _changed(cache.init_model, cache.pristine_init):
+    if own_init or _changed(cache.init_model, cache.pristine_init):
         modified.append("modified the initial model's weights (measures must leave ctx.init_model unchanged)")
     if modified:
         cache.repair()  # no later measure sees the change

@@ -24,6 +24,7 @@ from gentest.cli import main
 from gentest.context import RunCache
 from gentest.datasets import DataSplit
 from gentest.evaluation import call_isolated, evaluate
+from gentest.isolation import TorchState
 from gentest.registry import measure
 from gentest.runner import DataCache
 
@@ -83,6 +84,10 @@ HOSTILE = {
     "dtype": (lambda ctx: torch.set_default_dtype(torch.float64) or 1.0, "changed torch's default dtype to float64"),
     "grad": (lambda ctx: (torch.set_grad_enabled(False), 1.0)[1],
              "changed torch's grad mode (torch.is_grad_enabled()) to False"),
+    "anomaly": (lambda ctx: (torch.autograd.set_detect_anomaly(True), 1.0)[1],
+                "changed torch's anomaly detection to True"),
+    "deterministic": (lambda ctx: (torch.use_deterministic_algorithms(True), 1.0)[1],
+                      "changed torch's deterministic-algorithms flag to True"),
     "threads": (lambda ctx: torch.set_num_threads(torch.get_num_threads() + 1) or 1.0,
                 "changed torch's number of threads to {threads}"),
     "exit3": (lambda ctx: sys.exit(3), "called sys.exit(3)"),
@@ -124,11 +129,11 @@ def test_a_hostile_measure_is_its_own_error_and_changes_no_other_value(case, cle
     expected = expected.format(threads=torch.get_num_threads() + 1)
     measure(f"hostile.{case}", family="t", orientation="higher-worse")(fn)
     probes = _probes()
-    state = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads())
+    state = TorchState.read()
 
     by, store, runs = _evaluate([f"hostile.{case}"] + probes, tiny_store, tmp_path, clean_registry._MEASURES)
 
-    assert (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()) == state
+    assert TorchState.read() == state  # restored
     for key in keys:
         hostile = by[key, f"hostile.{case}"]
         assert (hostile.value, hostile.error, hostile.not_applicable) == (None, expected, False)
