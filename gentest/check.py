@@ -5,7 +5,10 @@ check the code as it is now):
 
 - **finite**: a finite float on every run (not an exception, NaN, ±inf or a non-scalar);
 - **deterministic**: the same value, bit for bit, when computed twice with the same seed;
-- **pure**: the model's weights unchanged afterwards;
+- **pure**: the model's weights, the shared data and cached tensors, and torch's global
+  settings (default dtype, grad mode, …) unchanged afterwards;
+- **returns**: it returns its value; ``sys.exit`` or a ``KeyboardInterrupt`` of its own is a
+  failure, not an exit (see :func:`gentest.evaluation.call_isolated`);
 - **declared**: a family and an orientation, so the value can be scored (the registry refuses
   a measure without them, so a measure that reaches the check has them).
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gentest.errors import GentestError
-from gentest.evaluation import call_isolated, run_cache
+from gentest.evaluation import call_isolated, global_seed, run_cache
 from gentest.leaderboard import MeasureScore
 from gentest.pipeline import environment_names
 from gentest.registry import Measure, all_measures, load_plugin
@@ -105,8 +108,11 @@ def measure_runs(
     checks = []
     for run in runs:
         cache = run_cache(run, data, device, store)
-        pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
-        results = [call_isolated(measure, cache, pristine) for _ in range(repeats)]
+        # Each repeat seeds torch's global generators differently: a value that depends on
+        # them (rather than on ctx.generator) shows up as not deterministic.
+        results = [
+            call_isolated(measure, cache, rng_seed=global_seed(run.key, measure.name) + i) for i in range(repeats)
+        ]
         first = results[0]
         check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results))
         if first.not_applicable:
@@ -123,14 +129,22 @@ def measure_runs(
     return checks
 
 
+# Errors that already name the rule a measure broke (see gentest.evaluation.call_isolated).
+_RULE_ERRORS = ("changed torch's", "modified ", "timed out")
+
+
 def _rule_for(error: str) -> str:
-    if "modified the model's weights" in error:
+    if error.startswith("modified the model's weights"):
         return "changed the model's weights (measures must leave ctx.model unchanged)"
+    if error.startswith("called sys.exit"):
+        return f"exited: {error} (a measure must return its value, not end the process)"
     if error.startswith("returned") and "finite" in error:
         return f"not a finite float: {error}"
     if error.startswith("TypeError: returned"):
         return f"not a scalar: {error.removeprefix('TypeError: ')}"
-    if error.startswith("timed out"):
+    if error.startswith(_RULE_ERRORS):
+        return error
+    if error.startswith("raised "):
         return error
     return f"raised {error}"
 

@@ -162,6 +162,25 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option (repeatable)")
 
 
+def check_inputs(args: argparse.Namespace, suite=None) -> None:
+    """Paths checked before any work: a store to write into (or, for commands that only read
+    the store, one that exists), a report folder, and a data root to download into."""
+    from pathlib import Path
+
+    from gentest.inputs import check_existing_store, check_writable_dir, needs_data_root
+
+    if args.command in (cmd_runs, cmd_report):
+        check_existing_store(args.store)
+    else:
+        check_writable_dir(args.store, "--store")
+    if hasattr(args, "out"):
+        check_writable_dir(args.out if args.out else Path(args.store).absolute().parent / "gentest-reports", "--out")
+    if getattr(args, "download", False) and suite is not None and needs_data_root({s.dataset for s in suite.specs}):
+        from gentest.datasets import default_data_root
+
+        check_writable_dir(args.data_root or default_data_root(), "--data-root")
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="where image datasets live (default: ~/.cache/gentest/data)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing image datasets")
@@ -173,6 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
+    check_inputs(args, suite)
     plan = _grid_plan(args)
     store = RunStore(args.store)
     remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
@@ -185,14 +205,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gentest.inputs import parse_measure_names
     from gentest.pipeline import build_leaderboard, choose_measures, remember_suite, run_grid
     from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.store import RunStore
     from gentest.suites import load_suite
 
     suite = load_suite(args.suite)
-    names = [n.strip() for n in args.measures.split(",") if n.strip()] if args.measures else None
-    measures = choose_measures(names, suite, args.plugin)
+    check_inputs(args, suite)
+    measures = choose_measures(parse_measure_names(args.measures), suite, args.plugin)
     plan = _grid_plan(args, measures)
     store = RunStore(args.store)
     remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
@@ -277,6 +298,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gentest.reports import controls_exit_code, leaderboard_table, write_report
     from gentest.store import RunStore
 
+    check_inputs(args)
     store = RunStore(args.store)
     suite = report_suite(args.suite, store)
     board = stored_leaderboard(store, suite, args.plugin)
@@ -332,6 +354,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     measure = resolve_measure(args.measure, args.plugin)
     suite = load_suite(args.suite)
+    check_inputs(args, suite)
     device = resolve_device(args.device)
     store, data = RunStore(args.store), DataCache(args.data_root, args.download)
     remember_suite(store, suite)  # so that `gentest report` knows the suite of these runs
@@ -387,6 +410,7 @@ def measures_table(infos: list[dict[str, Any]]):
 def cmd_runs(args: argparse.Namespace) -> int:
     from gentest.store import RunStore, ignore_damage
 
+    check_inputs(args)
     # A listing reports damage (below, once) and moves nothing.
     store = RunStore.existing(args.store, heal=False, on_damage=ignore_damage)
     runs = list(store.runs())
@@ -427,8 +451,6 @@ def _print_problems(console, problems: list) -> None:
 
     for problem in problems:
         console.print(f"[red]{escape(str(problem))}[/red]", highlight=False)
-
-
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
