@@ -26,10 +26,10 @@ import torch
 from gentest.errors import GentestError
 from gentest.evaluation import call_isolated, global_seed, run_cache
 from gentest.leaderboard import MeasureScore
-from gentest.pipeline import environment_names
+from gentest.pipeline import environment_names, run_settings
 from gentest.registry import Measure, all_measures, load_plugin
 from gentest.runner import DataCache
-from gentest.scoring import ScoredRun, score_measure
+from gentest.scoring import ScoredRun, recorded_uncertainty, score_measure
 from gentest.store import Run, RunStore
 
 VERDICTS = ("separates", "inverts", "fails")
@@ -42,6 +42,7 @@ class RunCheck:
     seconds: float
     problem: str | None = None  # the broken rule, in words, or None
     not_applicable: str | None = None
+    uncertainty: object = None  # the standard error the measure recorded, if it did
 
 
 @dataclass
@@ -114,7 +115,8 @@ def measure_runs(
             call_isolated(measure, cache, rng_seed=global_seed(run.key, measure.name) + i) for i in range(repeats)
         ]
         first = results[0]
-        check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results))
+        check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results),
+                         uncertainty=recorded_uncertainty(first.extra))
         if first.not_applicable:
             check.not_applicable = first.error
         elif first.error is not None:
@@ -162,7 +164,8 @@ def check_measure(
         raise GentestError(f"--expect must be one of {', '.join(VERDICTS)}, got '{expect}'")
     checks = measure_runs(measure, runs, device, data, store)
     score = score_runs(measure, runs, {c.run.key: c.value for c in checks},
-                       {c.run.key: c.not_applicable for c in checks if c.not_applicable})
+                       {c.run.key: c.not_applicable for c in checks if c.not_applicable},
+                       {c.run.key: c.uncertainty for c in checks if c.uncertainty is not None})
     failures = [f"{c.run.spec.label()}: {c.problem}" for c in checks if c.problem]
     if all(c.not_applicable for c in checks):
         failures.append(f"does not apply to any run of the suite ({checks[0].not_applicable})")
@@ -172,11 +175,15 @@ def check_measure(
 
 
 def score_runs(
-    measure: Measure, runs: list[Run], values: dict[str, float | None], not_applicable: dict[str, str] | None = None
+    measure: Measure, runs: list[Run], values: dict[str, float | None], not_applicable: dict[str, str] | None = None,
+    uncertainties: dict[str, object] | None = None,
 ) -> MeasureScore:
+    """Score as the leaderboard does: environments, settings (for Psi) and recorded uncertainties."""
     envs = environment_names([r.spec for r in runs])
     scored = [
-        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key])
+        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key],
+                  settings=run_settings(r.spec))
         for r in runs
     ]
-    return score_measure(measure.name, measure.family, measure.orientation, scored, values, not_applicable=not_applicable)
+    return score_measure(measure.name, measure.family, measure.orientation, scored, values,
+                         not_applicable=not_applicable, uncertainties=uncertainties)
