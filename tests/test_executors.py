@@ -274,3 +274,21 @@ def test_two_evaluates_racing_on_one_store_train_each_run_once_and_agree(tmp_pat
     assert len(RunStore(store).keys()) == 4 and not list((store / "tmp").iterdir())
     boards = [json.loads((tmp_path / f"out{i}" / "leaderboard.json").read_text()) for i in range(2)]
     assert boards[0]["measures"] == boards[1]["measures"] and boards[0]["runs"] == boards[1]["runs"]
+
+
+def test_submitit_local_no_wait_returns_the_job_ids_and_status_follows_the_store(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    suite = write_suite(tmp_path, seeds=(0,))
+    store = tmp_path / "store"
+    code, out, err = run_cli(capsys, "train", suite, "--store", store, "--device", "cpu",
+                             "--executor", "submitit-local", "--runs-per-job", 2, "--no-wait")
+    assert code == 0 and out.split() and all(part.strip() for part in out.split())  # the job id(s)
+    assert "gentest status" in err
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        code, out, _ = run_cli(capsys, "status", suite, "--store", store, "--json")
+        if [r["state"] for r in json.loads(out)] == ["done", "done"]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the submitted job never finished")
