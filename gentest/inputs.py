@@ -46,9 +46,10 @@ def check_existing_store(path: str | Path) -> None:
     """Raise unless ``path`` is an existing store folder (for commands that only read one)."""
     path = Path(path)
     if not path.exists():
-        raise GentestError(f"no store at {path}: the folder does not exist (give --store, or run gentest evaluate first)")
+        raise GentestError(f"there is no run store at {path} (the folder does not exist; give --store, "
+                           "or run gentest evaluate first)")
     if not path.is_dir():
-        raise GentestError(f"--store {path} is a file, not a store folder")
+        raise GentestError(f"the run store {path} is not a folder")
 
 
 def parse_measure_names(text: str | None) -> list[str] | None:

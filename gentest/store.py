@@ -236,7 +236,8 @@ class RunStore:
         """The store at ``root``, which must exist: GentestError (one sentence) otherwise."""
         path = Path(root)
         if not path.exists():
-            raise GentestError(f"there is no run store at {root} (the folder does not exist)")
+            raise GentestError(f"there is no run store at {root} (the folder does not exist; give --store, "
+                               "or run gentest evaluate first)")
         if not path.is_dir():
             raise GentestError(f"the run store {root} is not a folder")
         return cls(path, **kwargs)

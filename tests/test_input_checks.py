@@ -174,7 +174,7 @@ def test_an_unwritable_data_root_is_refused_when_downloading(tmp_path, capsys):
 def test_reading_a_missing_store_is_an_error(tmp_path, capsys, command):
     missing = tmp_path / "nowhere"
     code, out, err = run(capsys, command, "--store", str(missing))
-    assert code == 2 and err.startswith(f"gentest: error: no store at {missing}: the folder does not exist")
+    assert code == 2 and err.startswith(f"gentest: error: there is no run store at {missing} (the folder does not exist")
 
 
 # ---- labels with p = 0 is the natural run (issue 11 point 2) -----------------------------------

@@ -33,7 +33,8 @@ def two_runs(tmp_path):
 def test_a_missing_store_is_one_sentence_and_exit_2(tmp_path, capsys, command):
     code, out, err = run_cli(capsys, command, "--store", str(tmp_path / "nope"))
     assert code == 2 and out == ""
-    assert err == f"gentest: error: there is no run store at {tmp_path / 'nope'} (the folder does not exist)\n"
+    assert err == (f"gentest: error: there is no run store at {tmp_path / 'nope'} (the folder does not exist; "
+                   "give --store, or run gentest evaluate first)\n")
     (tmp_path / "file").write_text("")
     code, _, err = run_cli(capsys, command, "--store", str(tmp_path / "file"))
     assert code == 2 and err == f"gentest: error: the run store {tmp_path / 'file'} is not a folder\n"
