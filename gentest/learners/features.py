@@ -11,8 +11,11 @@ convolutional network for CIFAR-10 (46 % → 17 %). The analogs here:
   Its filters are drawn from the run's ``features`` seed, shared by natural and randomized twins.
 - ``random-fourier``: random Fourier features √(2/D)·cos(Wᵀx + b) (Rahimi and Recht 2007),
   W ~ N(0, 1/(scale²·d)), b ~ U[0, 2π), D = ``n_features``: an explicit lift whose Gram matrix
-  approximates a Gaussian kernel of bandwidth scale·√d. Well conditioned enough for SGD to reach
-  the minimum-norm solution in a few hundred epochs: the default lift of the linear learners.
+  approximates a Gaussian kernel of bandwidth scale·√d (default scale 0.5: about 3.2 on
+  MNIST-1D, whose median pairwise distance is about 8.5). Narrow enough that the Gram matrix is
+  well conditioned and SGD reaches the minimum-norm solution in a few hundred epochs (relative
+  distance 8e-5 at n = 1,000, D = 2,048; at scale 1 it is still 0.9 away after 300 epochs):
+  the default lift of the linear learners.
 - ``gabor``: for 1-D signals (MNIST-1D), the modulus of a bank of complex Gabor (Morlet)
   filters at ``scales`` dyadic scales, average-pooled to ``pool`` bins, with the pooled signal
   itself as the low-pass channel: a first-order wavelet-modulus transform playing the role of
@@ -37,7 +40,7 @@ from gentest.errors import GentestError
 FEATURES: dict[str, dict[str, Any]] = {
     "pixels": {},
     "random-features": {"n_filters": 256, "kernel_size": 5, "pool": 4},
-    "random-fourier": {"n_features": 2048, "scale": 1.0},
+    "random-fourier": {"n_features": 2048, "scale": 0.5},
     "gabor": {"scales": 4, "pool": 20},
 }
 _FLOAT_OPTIONS = ("scale",)  # every other option is an integer >= 1

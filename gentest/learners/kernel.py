@@ -14,7 +14,7 @@ The RKHS norm of f = Σ_i α_i k(x_i, ·) (one function per class) is ‖f_k‖�
 so over the C classes ‖f‖²_H = Σ_k α_kᵀKα_k = trace(αᵀKα) (:meth:`KernelSolution.rkhs_norm`).
 
 Stored state (the run's "final" weights, through :class:`KernelMachine`'s buffers): α, σ, λ
-and the feature transform's buffers. The training inputs are not stored again: they are the
+and the feature transform's buffers; the "initial" weights are the same with α = 0. The training inputs are not stored again: they are the
 run's training data, which the store regenerates and checks bit for bit before any measure
 sees them (``train_inputs_sha256``), and :meth:`KernelMachine.solution` takes them from there.
 A kernel machine is not a neural network: its ``forward`` and its parameter/module walks
@@ -186,14 +186,15 @@ def fit(spec, options: dict[str, Any], data, device: torch.device):
     f_test = solution.predict(phi_test)
     row = metrics_row(f_train, data.y_train, f_test, data.y_test, data.num_classes)
     machine = KernelMachine(features.cpu(), n, data.num_classes, ridge)
-    machine.alpha.copy_(alpha.cpu())
     machine.bandwidth.fill_(bandwidth)
+    initial = {k: v.clone() for k, v in machine.state_dict().items()}  # α = 0: nothing fitted yet
+    machine.alpha.copy_(alpha.cpu())
     metrics = final_metrics(
         [row], NAME, n_params=alpha.numel(), wall_s=time.perf_counter() - start, device=dev,
         bandwidth=bandwidth, solver=solver, relative_residual=residual,
         max_train_residual=(f_train - Y).abs().max().item(),
     )
-    return TrainResult(machine.eval(), {}, [row], metrics)
+    return TrainResult(machine.eval(), initial, [row], metrics)
 
 
 def _refuse_duplicates(phi: torch.Tensor, features: str) -> None:
