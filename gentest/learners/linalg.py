@@ -1,9 +1,10 @@
 """Float64 linear algebra for the closed-form learners: a memory budget and an SPD solve.
 
 An n × n float64 matrix takes n²·8 bytes (n = 4,000 MNIST-1D points → 128 MB; n = 50,000
-CIFAR-10 images → 20 GB). The solve keeps the matrix and its Cholesky factor, so the budget
-is checked against twice that before anything is built: a run that would not fit is refused
-with one sentence instead of thrashing the machine.
+CIFAR-10 images → 20 GB). At its peak a solve holds several: the kernel learner the squared
+distances, K and its Cholesky factor (3), the linear learner the Gram matrix and its factor
+(2). The budget is checked against that before anything is built: a run that would not fit
+is refused with one sentence instead of thrashing the machine.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ def gram_bytes(n: int) -> int:
     return n * n * 8
 
 
-def check_memory(who: str, n: int, budget_gb: float, what: str = "kernel matrix") -> None:
-    """Refuse (GentestError) when an n × n float64 matrix and its factor exceed ``budget_gb``."""
-    need = 2 * gram_bytes(n)
+def check_memory(who: str, n: int, budget_gb: float, what: str = "kernel matrix", copies: int = 3) -> None:
+    """Refuse (GentestError) when ``copies`` n × n float64 matrices exceed ``budget_gb``."""
+    need = copies * gram_bytes(n)
     if need > budget_gb * 1e9:
-        largest = int(math.isqrt(int(budget_gb * 1e9 / 16)))
+        largest = int(math.isqrt(int(budget_gb * 1e9 / (8 * copies))))
         raise GentestError(
             f"{who}: n = {n:,} training points need {need / 1e9:.1f} GB for the {n:,} × {n:,} float64 {what} "
-            f"and its factor (n²·8 bytes each), over kernel_memory_gb = {budget_gb:g}; use train_size ≤ {largest:,} "
-            "or raise kernel_memory_gb"
+            f"({copies} such matrices at the peak, n²·8 bytes each), over kernel_memory_gb = {budget_gb:g}; "
+            f"use train_size ≤ {largest:,} or raise kernel_memory_gb"
         )
 
 

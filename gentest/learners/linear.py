@@ -88,7 +88,7 @@ class LinearSolution:
 def minimum_norm_solution(phi: torch.Tensor, Y: torch.Tensor, who: str, budget_gb: float) -> tuple[torch.Tensor, str]:
     """The minimum-ℓ2-norm least-squares solution of Φw = Y (float64), and how it was solved."""
     n, d = phi.shape
-    check_memory(who, min(n, d), budget_gb, what="Gram matrix")
+    check_memory(who, min(n, d), budget_gb, what="Gram matrix", copies=2)
     try:
         if d >= n:
             c, solver, _ = solve_spd(phi @ phi.T, Y, who, "")
