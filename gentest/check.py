@@ -5,7 +5,10 @@ check the code as it is now):
 
 - **finite**: a finite float on every run (not an exception, NaN, ±inf or a non-scalar);
 - **deterministic**: the same value, bit for bit, when computed twice with the same seed;
-- **pure**: the model's weights unchanged afterwards;
+- **pure**: the model's weights, the shared data and cached tensors, and torch's global
+  settings (default dtype, grad mode, …) unchanged afterwards;
+- **returns**: it returns its value; ``sys.exit`` or a ``KeyboardInterrupt`` of its own is a
+  failure, not an exit (see :func:`gentest.evaluation.call_isolated`);
 - **declared**: a family and an orientation, so the value can be scored (the registry refuses
   a measure without them, so a measure that reaches the check has them).
 
@@ -21,12 +24,12 @@ from pathlib import Path
 import torch
 
 from gentest.errors import GentestError
-from gentest.evaluation import call_isolated, run_cache
+from gentest.evaluation import call_isolated, global_seed, run_cache
 from gentest.leaderboard import MeasureScore
-from gentest.pipeline import environment_names
+from gentest.pipeline import environment_names, run_settings
 from gentest.registry import Measure, all_measures, load_plugin
 from gentest.runner import DataCache
-from gentest.scoring import ScoredRun, score_measure
+from gentest.scoring import ScoredRun, recorded_uncertainty, score_measure
 from gentest.store import Run, RunStore
 
 VERDICTS = ("separates", "inverts", "fails")
@@ -39,6 +42,7 @@ class RunCheck:
     seconds: float
     problem: str | None = None  # the broken rule, in words, or None
     not_applicable: str | None = None
+    uncertainty: object = None  # the standard error the measure recorded, if it did
 
 
 @dataclass
@@ -105,10 +109,14 @@ def measure_runs(
     checks = []
     for run in runs:
         cache = run_cache(run, data, device, store)
-        pristine = {k: v.clone() for k, v in cache.model.state_dict().items()}
-        results = [call_isolated(measure, cache, pristine) for _ in range(repeats)]
+        # Each repeat seeds torch's global generators differently: a value that depends on
+        # them (rather than on ctx.generator) shows up as not deterministic.
+        results = [
+            call_isolated(measure, cache, rng_seed=global_seed(run.key, measure.name) + i) for i in range(repeats)
+        ]
         first = results[0]
-        check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results))
+        check = RunCheck(run, first.value, sum(r.seconds for r in results) / len(results),
+                         uncertainty=recorded_uncertainty(first.extra))
         if first.not_applicable:
             check.not_applicable = first.error
         elif first.error is not None:
@@ -123,14 +131,22 @@ def measure_runs(
     return checks
 
 
+# Errors that already name the rule a measure broke (see gentest.evaluation.call_isolated).
+_RULE_ERRORS = ("changed torch's", "modified ", "timed out")
+
+
 def _rule_for(error: str) -> str:
-    if "modified the model's weights" in error:
+    if error.startswith("modified the model's weights"):
         return "changed the model's weights (measures must leave ctx.model unchanged)"
+    if error.startswith("called sys.exit"):
+        return f"exited: {error} (a measure must return its value, not end the process)"
     if error.startswith("returned") and "finite" in error:
         return f"not a finite float: {error}"
     if error.startswith("TypeError: returned"):
         return f"not a scalar: {error.removeprefix('TypeError: ')}"
-    if error.startswith("timed out"):
+    if error.startswith(_RULE_ERRORS):
+        return error
+    if error.startswith("raised "):
         return error
     return f"raised {error}"
 
@@ -148,7 +164,8 @@ def check_measure(
         raise GentestError(f"--expect must be one of {', '.join(VERDICTS)}, got '{expect}'")
     checks = measure_runs(measure, runs, device, data, store)
     score = score_runs(measure, runs, {c.run.key: c.value for c in checks},
-                       {c.run.key: c.not_applicable for c in checks if c.not_applicable})
+                       {c.run.key: c.not_applicable for c in checks if c.not_applicable},
+                       {c.run.key: c.uncertainty for c in checks if c.uncertainty is not None})
     failures = [f"{c.run.spec.label()}: {c.problem}" for c in checks if c.problem]
     if all(c.not_applicable for c in checks):
         failures.append(f"does not apply to any run of the suite ({checks[0].not_applicable})")
@@ -158,11 +175,15 @@ def check_measure(
 
 
 def score_runs(
-    measure: Measure, runs: list[Run], values: dict[str, float | None], not_applicable: dict[str, str] | None = None
+    measure: Measure, runs: list[Run], values: dict[str, float | None], not_applicable: dict[str, str] | None = None,
+    uncertainties: dict[str, object] | None = None,
 ) -> MeasureScore:
+    """Score as the leaderboard does: environments, settings (for Psi) and recorded uncertainties."""
     envs = environment_names([r.spec for r in runs])
     scored = [
-        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key])
+        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key],
+                  settings=run_settings(r.spec))
         for r in runs
     ]
-    return score_measure(measure.name, measure.family, measure.orientation, scored, values, not_applicable=not_applicable)
+    return score_measure(measure.name, measure.family, measure.orientation, scored, values,
+                         not_applicable=not_applicable, uncertainties=uncertainties)

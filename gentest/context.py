@@ -57,6 +57,25 @@ EVAL_BATCH = 4096
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def concatenates_children(module: nn.Module) -> bool:
+    """Support query for measures that walk a network's modules: True for a container whose
+    forward concatenates its children's outputs along channels, so that paths through it add
+    up (gentest's Inception and Downsample blocks). Any model, gentest's or a user's, declares it
+    with a class attribute ``concatenates_children = True``; measures need import no model class."""
+    return bool(getattr(module, "concatenates_children", False))
+
+
+def standard_batchnorm_subclasses(model: nn.Module) -> set[type]:
+    """Support query: the BatchNorm2d subclasses in ``model`` that keep BatchNorm2d's forward
+    (e.g. gentest's shift-only BatchNorm, whose scale is a fixed buffer of ones): they compute
+    exactly an ``nn.BatchNorm2d``, so tools that look modules up by exact class (BackPACK) may
+    treat them as one."""
+    return {
+        type(m) for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d) and type(m) is not nn.BatchNorm2d and type(m).forward is nn.BatchNorm2d.forward
+    }
+
+
 @dataclass(frozen=True)
 class Layer:
     """One Linear or Conv layer: its name in the model, trained and initial weight matrices."""
@@ -210,18 +229,78 @@ class RunCache:
         self.device = torch.device(device)
         self.num_classes = data.num_classes
         self.input_shape = data.input_shape
-        self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
-        self.x_test, self.y_test = data.x_test.to(self.device), data.y_test.to(self.device)
+        # The cache owns its copy of the data (``copy=True``: on the CPU ``.to`` would share the
+        # caller's tensors), so a measure that writes into ctx.x_train cannot reach the dataset
+        # that other runs are built from; ``_source`` restores the copy (see ``repair``).
+        self._source = data
+        self._born: dict[str, tuple[int, int]] = {}
+        self._load_data()
         self.model = model.to(self.device).eval()
         self.init_model = init_model.to(self.device).eval()
-        self._tensors: dict[str, torch.Tensor] = {}
-        self._layers: list[Layer] | None = None
-        self._folded: tuple[nn.Module, nn.Module] | NotApplicable | None = None
-        self._folded_layers: list[Layer] | None = None
+        # What the models must still hold after every measure (checked and restored by the evaluation).
+        self.pristine = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.pristine_init = {k: v.clone() for k, v in self.init_model.state_dict().items()}
+        self._drop_computed()
+        self._note_born()
         self.hits: dict[str, int] = {}  # how often each cached value was reused (tests read it)
         # Set by the evaluation when a run store is at hand: k -> the stored stability retrain.
         self.retrainer: Callable[[int], Run] | None = None
         self._retrained: dict[int, tuple[Run, nn.Module]] = {}
+
+    def _load_data(self) -> None:
+        data = self._source
+        self.x_train, self.y_train = (t.to(self.device, copy=True) for t in (data.x_train, data.y_train))
+        self.x_test, self.y_test = (t.to(self.device, copy=True) for t in (data.x_test, data.y_test))
+        for name in ("ctx.x_train", "ctx.y_train", "ctx.x_test", "ctx.y_test"):
+            self._born.pop(name, None)
+
+    def _drop_computed(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._layers: list[Layer] | None = None
+        self._folded: tuple[nn.Module, nn.Module] | NotApplicable | None = None
+        self._folded_layers: list[Layer] | None = None
+
+    def shared_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of this cache that measures share, by the name a person would use for
+        it ("ctx.x_train", "ctx.logits('train')"). The models' weights are not listed: they are
+        compared with :attr:`pristine` and :attr:`pristine_init` instead."""
+        out = {"ctx.x_train": self.x_train, "ctx.y_train": self.y_train, "ctx.x_test": self.x_test, "ctx.y_test": self.y_test}
+        for key, tensor in self._tensors.items():
+            kind, _, split = key.partition("/")
+            out[f"ctx.{kind}('{split}')" if split else f"ctx.{kind}"] = tensor
+        folded = self._folded_layers if self._folded_layers is not self._layers else None
+        for i, layer in enumerate(folded or ()):  # the folded network's own copies (with BatchNorm)
+            for field in ("weight", "initial", "bias", "initial_bias"):
+                if getattr(layer, field) is not None:
+                    out[f"the folded ctx.layers()[{i}].{field}"] = getattr(layer, field)
+        return out
+
+    def _note_born(self) -> None:
+        """Remember (identity, version counter) of every shared tensor not yet known: what it
+        must still be after any measure (see :meth:`modified`)."""
+        for name, tensor in self.shared_tensors().items():
+            self._born.setdefault(name, (id(tensor), _version(tensor)))
+
+    def modified(self) -> list[str]:
+        """The names of the shared tensors changed in place (or replaced) since they were made.
+
+        An in-place change through torch (``mul_``, ``copy_``, ``x[i] = …``, also under
+        ``no_grad``) moves a tensor's version counter, which costs nothing to read. (Writes that
+        bypass autograd's bookkeeping, through ``.data`` or ``.numpy()``, do not: measures must
+        not do that.)"""
+        now = {name: (id(t), _version(t)) for name, t in self.shared_tensors().items()}
+        return [name for name, state in now.items() if self._born.get(name, state) != state]
+
+    def repair(self) -> None:
+        """Back to the pristine state after a measure broke it: the data copied again from its
+        source, the models' weights restored, every computed value dropped (it may have been
+        computed from the broken state), to be computed again when next asked for."""
+        self._born = {}
+        self._load_data()
+        self.model.load_state_dict(self.pristine)
+        self.init_model.load_state_dict(self.pristine_init)
+        self._drop_computed()
+        self._note_born()
 
     def retrained(self, k: int) -> tuple[Run, nn.Module]:
         """The stability retrain with ``k`` examples replaced (trained once, then cached)."""
@@ -270,6 +349,7 @@ class RunCache:
             self.hits[key] = self.hits.get(key, 0) + 1
         else:
             self._tensors[key] = compute()
+            self._note_born()
         return self._tensors[key]
 
     def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +412,15 @@ class RunCache:
                 self._folded_layers = self.layers()
             else:
                 self._folded_layers = weight_layers(*self.folded_models())
+                self._note_born()
         return self._folded_layers
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference-mode tensor keeps no version counter
+        return -1
 
 
 class MeasureContext:

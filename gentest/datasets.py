@@ -53,6 +53,7 @@ class DatasetInfo:
     loader: Loader
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    generated: bool = False  # made locally from code alone: always available, nothing to check
 
 
 COMMON_OPTIONS = {"train_size": None, "test_size": None}
@@ -60,11 +61,11 @@ COMMON_OPTIONS = {"train_size": None, "test_size": None}
 DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, options: dict[str, Any] | None = None, description: str = ""):
+def register_dataset(name: str, options: dict[str, Any] | None = None, description: str = "", generated: bool = False):
     """Decorator: register ``loader(data_root, download, **options) -> DataSplit``."""
 
     def wrap(loader: Loader) -> Loader:
-        DATASETS[name] = DatasetInfo(name, loader, {**COMMON_OPTIONS, **(options or {})}, description)
+        DATASETS[name] = DatasetInfo(name, loader, {**COMMON_OPTIONS, **(options or {})}, description, generated)
         return loader
 
     return wrap
@@ -135,10 +136,42 @@ def _register_builtins() -> None:
         from gentest import vision_datasets  # noqa: F401  (registers on import)
 
 
-@register_dataset("mnist1d", description="MNIST-1D (Greydanus 2020), generated locally: 4,000/1,000 x 40, 10 classes")
+@register_dataset("mnist1d", description="MNIST-1D (Greydanus 2020), generated locally: 4,000/1,000 x 40, 10 classes",
+                  generated=True)
 def load_mnist1d(data_root: Path, download: bool) -> DataSplit:
-    x, y, x_test, y_test = _generate_mnist1d()
+    x, y, x_test, y_test = _mnist1d_from_disk_cache(data_root)
     return DataSplit("mnist1d", x.clone(), y.clone(), x_test.clone(), y_test.clone(), num_classes=10)
+
+
+def _mnist1d_from_disk_cache(data_root: Path) -> tuple[torch.Tensor, ...]:
+    """MNIST-1D as generated, kept in the data root once made: generating it takes seconds of
+    pure Python, and every worker process would pay them again. The file is keyed by the
+    mnist1d package version and written atomically; one that fails to load or has the wrong
+    shapes is ignored and regenerated. (Runs also check their training data's sha256.)"""
+    import importlib.metadata
+    import uuid
+
+    try:
+        version = importlib.metadata.version("mnist1d")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    path = Path(data_root) / "mnist1d" / f"mnist1d-{version}.pt"
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        tensors = tuple(cached[k] for k in ("x", "y", "x_test", "y_test"))
+        if tensors[0].shape == (4000, 40) and tensors[2].shape == (1000, 40):
+            return tensors
+    except Exception:  # missing, partial or foreign: regenerate
+        pass
+    tensors = _generate_mnist1d()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        torch.save(dict(zip(("x", "y", "x_test", "y_test"), tensors)), tmp)
+        os.replace(tmp, path)
+    except OSError:  # an unwritable data root only costs the regeneration next time
+        pass
+    return tensors
 
 
 @lru_cache(maxsize=1)
@@ -165,6 +198,7 @@ def _generate_mnist1d() -> tuple[torch.Tensor, ...]:
     "synthetic",
     options={"features": 20, "classes": 4, "separation": 3.0, "data_seed": 0},
     description="seeded Gaussian clusters, 1,000/500 examples, for fast tests",
+    generated=True,
 )
 def load_synthetic(
     data_root: Path, download: bool, features: int, classes: int, separation: float, data_seed: int

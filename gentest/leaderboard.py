@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gentest.values import MeasureValue  # re-exported: `from gentest.leaderboard import MeasureValue` keeps working
+
 RUN_KEYS = ("key", "dataset", "model", "randomization", "p", "seed", "train_acc", "test_acc", "gap", "steps_to_fit", "wall_s")
 MEASURE_KEYS = (
     "name", "family", "orientation", "n_pairs", "sign_error", "worst_env_sign_error", "auroc", "kendall_tau", "verdict", "errors",
@@ -43,6 +45,11 @@ class MeasureScore:
     errors: int  # runs on which the measure errored
     n_ties: int = 0  # pairs where the measure gave both twins the same value
     reason: str = ""  # why the verdict is what it is, in words
+    n_undecided: int = 0  # pairs whose difference is within the measure's recorded noise
+    n_seeds: int = 0  # distinct seeds among the scored pairs
+    env_kendall_tau: dict[str, float | None] = field(default_factory=dict)  # tau-b per environment with a sweep
+    psi: float | None = None  # Jiang et al.'s granulated consistency over the suite's axes
+    psi_by_axis: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -52,34 +59,24 @@ class MeasureScore:
 
 
 @dataclass
-class MeasureValue:
-    """One measure on one run: a value, or the error that stands in its place."""
-
-    run_key: str
-    measure: str
-    version: str
-    value: float | None
-    error: str | None
-    seconds: float
-    not_applicable: bool = False  # error holds the reason the measure does not apply
-    extra: dict[str, Any] = field(default_factory=dict)  # what the measure recorded (ctx.record)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class Leaderboard:
     suite: str
     gentest_version: str
     runs: list[dict[str, Any]]  # Run.row() of every run, RUN_KEYS among their keys
     curves: dict[str, list[dict[str, Any]]]  # run key -> learning curve (one row per epoch)
     measures: list[MeasureScore]  # sorted best first
-    values: list[MeasureValue]
+    values: list[MeasureValue]  # every stored value (none: nothing has been evaluated yet)
     controls_ok: bool
     controls_message: str = ""
     thresholds: dict[str, float] = field(default_factory=dict)
     measure_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Measure.info()
+    # How the report was made: command, versions, platform, CPU, threads (gentest.reports.provenance).
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether any measure value (or error) is stored: a store can hold runs and nothing else."""
+        return bool(self.values) or bool(self.measures)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,4 +87,6 @@ class Leaderboard:
             "controls_ok": self.controls_ok,
             "controls_message": self.controls_message,
             "thresholds": self.thresholds,
+            "evaluated": self.evaluated,
+            "provenance": self.provenance,
         }

@@ -301,6 +301,8 @@ class InceptionBlock(nn.Module):
     """The paper's ``Inception(c1, c3)``: ``Conv(c1, 1, 1)`` and ``Conv(c3, 3, 1)`` of the same
     input, concatenated along channels (c1 first)."""
 
+    concatenates_children = True  # the support query measures use (gentest.context.concatenates_children)
+
     def __init__(self, in_c: int, c1: int, c3: int, batchnorm: bool, bn_scale: bool):
         super().__init__()
         self.branch1x1 = nn.Sequential(*_conv_unit(in_c, c1, 1, 1, batchnorm, bn_scale))
@@ -314,6 +316,8 @@ class InceptionBlock(nn.Module):
 class DownsampleBlock(nn.Module):
     """The paper's ``Downsample(c)``: ``Conv(c, 3, 2)`` and a 3×3 stride-2 max-pool of the same
     input, concatenated along channels (convolution first)."""
+
+    concatenates_children = True
 
     def __init__(self, in_c: int, c: int, batchnorm: bool, bn_scale: bool):
         super().__init__()

@@ -19,11 +19,17 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["learning_curves", "corruption_sweep", "measure_values", "has_sweep", "kind_label", "kind_order", "SWEEP_KINDS"]
+__all__ = [
+    "learning_curves", "corruption_sweep", "measure_values", "has_sweep", "kind_label", "kind_order", "SWEEP_KINDS",
+    "environment_of", "environment_ids", "sign_error_heatmap", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
+]
 
 DPI = 100
 SIZE = (6.0, 3.5)  # inches; at DPI 100 a plot is 600 x 350 pixels, a few tens of kB as PNG
 WIDE = (8.0, 3.2)  # two panels side by side
+SMALL = (3.3, 2.3)  # one small multiple (measure values): a grid of them in the HTML
+SMALL_DPI = 72  # small multiples at 238 x 166 pixels: ~10 kB each, so 60 measures stay well under 1 MB
+PANEL = (3.2, 2.6)  # one environment's panel of Figure 1a
 SWEEP_KINDS = frozenset({"none", "labels"})  # the runs on a label-corruption axis (natural is p = 0)
 NATURAL_COLOR = "black"
 PALETTE = ("tab:red", "tab:orange", "tab:purple", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:blue", "tab:gray")
@@ -88,10 +94,55 @@ def _figure(size: tuple[float, float], ncols: int = 1) -> tuple[Figure, list]:
     return fig, list(axes)
 
 
-def _png(fig: Figure) -> bytes:
+PALETTE_COLORS = 128  # PNGs are quantized to this many colours: 3-4x smaller, no visible change
+
+
+def _png(fig: Figure, dpi: int = DPI) -> bytes:
+    """The figure as a palette PNG: a report holds dozens of plots and must stay small (a
+    ``standard`` report under ~3 MB), and antialiased RGBA plots compress poorly."""
     buf = BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
+    fig.savefig(buf, format="png", dpi=dpi)
+    from PIL import Image  # a dependency of matplotlib
+
+    image = Image.open(BytesIO(buf.getvalue())).convert("RGB").quantize(colors=PALETTE_COLORS, method=Image.Quantize.MEDIANCUT)
+    out = BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def environment_of(run: Mapping[str, Any]) -> str:
+    """The run's whole environment (architecture with its options × training settings), as the
+    leaderboard's run rows carry it; ``dataset/model`` for rows without one."""
+    env = run.get("environment")
+    return str(env) if env else f"{run.get('dataset')}/{run.get('model')}"
+
+
+def environment_ids(runs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Short names E1, E2, ... for the environments of ``runs``, in sorted order: the figures
+    label panels, lines and heatmap columns with them, and the report spells them out."""
+    return {env: f"E{i + 1}" for i, env in enumerate(sorted({environment_of(r) for r in runs}))}
+
+
+def _grid(n: int, panel: tuple[float, float], ncols: int = 3, dpi: int = DPI) -> tuple[Figure, list]:
+    """A figure of ``n`` panels (small multiples), ``ncols`` to a row; unused panels hidden."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    size = (panel[0] * ncols, panel[1] * nrows + 0.5)
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.7 / size[0], right=0.98, bottom=0.55 / size[1], top=1 - 0.55 / size[1],
+                        wspace=0.3, hspace=0.55)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _wrap(text: str, width: int = 42) -> str:
+    """Break a long environment name at spaces so a panel title fits its panel."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def _empty(ax, text: str) -> None:
@@ -162,7 +213,7 @@ def corruption_sweep(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
     """Steps to fit (left) and test error (right) against label corruption p, or None without a sweep.
 
     A sweep is at least three distinct p among natural (p = 0) and random-label runs. Each seed
-    is a point, the mean over seeds a line; one line per dataset/model when the runs hold several.
+    is a point, the mean over seeds a line; one line per environment when the runs hold several.
     Runs that never fit their training set (steps_to_fit None) are left out of the left panel.
     """
     if not has_sweep(runs):
@@ -170,7 +221,7 @@ def corruption_sweep(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
     sweep = _sweep_runs(runs)
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for run in sweep:
-        groups[f"{run.get('dataset')}/{run.get('model')}"].append(run)
+        groups[environment_of(run)].append(run)
     fig, (fit_ax, err_ax) = _figure(WIDE, ncols=2)
     unfit = 0
     for i, (name, members) in enumerate(sorted(groups.items())):
@@ -210,6 +261,7 @@ def measure_values(
     runs: Sequence[Mapping[str, Any]],
     values: Iterable[Any],
     orientation: str | None = None,
+    small: bool = False,
 ) -> bytes:
     """A box and strip plot of one measure's values per randomization kind, natural first.
 
@@ -235,14 +287,17 @@ def measure_values(
         group_runs.append(run)
     labels = kind_order(group_runs)
     colors = _colors(labels)
-    fig, (ax,) = _figure(SIZE)
+    fig, (ax,) = _figure(SMALL if small else SIZE)
+    dpi = SMALL_DPI if small else DPI
+    if small:
+        fig.subplots_adjust(left=0.2, bottom=0.3, top=0.86)
     title = measure_name + (f" ({orientation})" if orientation else "")
     if missing:
         title += f" — {missing} missing"
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(title, fontsize="small" if small else "medium")
     if not labels:
         _empty(ax, "no values")
-        return _png(fig)
+        return _png(fig, dpi)
     data = [groups[label] for label in labels]
     positions = list(range(1, len(labels) + 1))
     ax.boxplot(data, positions=positions, widths=0.5, showfliers=False,
@@ -252,10 +307,245 @@ def measure_values(
         # Deterministic jitter: evenly spread across the box width, so the PNG is reproducible.
         xs = [pos + (0.0 if n == 1 else -0.15 + 0.3 * i / (n - 1)) for i in range(n)]
         ax.scatter(xs, ys, color=colors[label], s=22, alpha=0.8, zorder=3, lw=0)
-    ax.set_xticks(positions, labels, fontsize="small", rotation=15 if len(labels) > 3 else 0)
+    ax.set_xticks(positions, labels, fontsize="x-small" if small else "small",
+                  rotation=(30 if small else 15) if len(labels) > 3 else 0)
     positive = [y for ys in data for y in ys if y > 0]
     if positive and len(positive) == sum(map(len, data)) and max(positive) / min(positive) > 1e3:
         ax.set_yscale("log")
-    ax.set_ylabel(measure_name)
+    if small:
+        ax.tick_params(labelsize=6)
+    else:
+        ax.set_ylabel(measure_name)
     ax.grid(axis="y", alpha=0.3)
+    return _png(fig, dpi)
+
+
+# -- the headline: sign-error per measure and environment -------------------------------------------
+
+def _env_sort_key(env: str) -> tuple:
+    """Columns grouped by setting, then kinds in the order of the legends (natural, labels by p, ...)."""
+    setting, _, kind = env.rpartition("/")
+    if kind.startswith("labels(p="):
+        try:
+            return (setting, 1, float(kind[len("labels(p="):-1]), "")
+        except ValueError:
+            pass
+    return (setting, 2, 0.0, kind)
+
+
+def _robust_key(score: Any) -> tuple:
+    worst, mean = getattr(score, "worst_env_sign_error", None), getattr(score, "sign_error", None)
+    return (worst if _finite(worst) else math.inf, mean if _finite(mean) else math.inf, score.name)
+
+
+def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None = None) -> bytes | None:
+    """Sign-error of every measure (rows) in every environment (columns), or None without any.
+
+    ``scores`` are MeasureScore objects. Rows are ordered by the robust score of Dziugaite et
+    al. (worst-environment sign-error, then mean sign-error), best at the top. Columns are
+    grouped by setting (architecture × training, labelled E1, E2, ... above the map and spelled
+    out below it), then by randomization kind. 0 (green) orders every pair of that environment
+    like the gap, 1 (red) inverts every pair, ½ (yellow) ties or chance; a measure with no scored
+    pair in an environment leaves the cell grey.
+    """
+    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=_robust_key)
+    if not rows:
+        return None
+    import numpy as np
+
+    envs = sorted({e for s in rows for e in s.env_sign_errors}, key=_env_sort_key)
+    settings = list(dict.fromkeys(e.rpartition("/")[0] for e in envs))
+    data = np.full((len(rows), len(envs)), np.nan)
+    col = {e: j for j, e in enumerate(envs)}
+    for i, s in enumerate(rows):
+        for e, v in s.env_sign_errors.items():
+            if _finite(v):
+                data[i, col[e]] = v
+    kinds = [e.rpartition("/")[2] for e in envs]
+    kind_in = max(len(k) for k in kinds) * 0.065 + 0.2
+    name_in = min(48, max(len(s.name) for s in rows)) * 0.065 + 0.2
+    legend_in = 0.16 * len(settings) + 0.2 if len(settings) > 1 else 0.35
+    cell_w, cell_h = 0.2, 0.17
+    map_w, map_h = cell_w * len(envs), cell_h * len(rows)
+    width = max(name_in + map_w + 0.9, 6.0)
+    height = 0.6 + map_h + kind_in + legend_in
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((name_in / width, (kind_in + legend_in) / height, map_w / width, map_h / height))
+    bar_h = min(map_h, 2.5)
+    cax = fig.add_axes(((name_in + map_w + 0.15) / width, (kind_in + legend_in + map_h - bar_h) / height, 0.12 / width, bar_h / height))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="RdYlGn_r", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_facecolor("0.85")
+    ax.set_xticks(range(len(envs)), kinds, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(rows)), [s.name for s in rows], fontsize=6)
+    if len(envs) * len(rows) <= 400:
+        for i in range(len(rows)):
+            for j in range(len(envs)):
+                if np.isfinite(data[i, j]):
+                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=5)
+    if len(settings) > 1:
+        top = ax.secondary_xaxis("top")
+        centers, start = [], 0
+        for k, setting in enumerate(settings):
+            n = sum(1 for e in envs if e.rpartition("/")[0] == setting)
+            centers.append(start + (n - 1) / 2)
+            if k:
+                ax.axvline(start - 0.5, color="white", lw=1.5)
+            start += n
+        ids = {setting: (env_ids or {}).get(setting) or f"E{k + 1}" for k, setting in enumerate(settings)}
+        top.set_xticks(centers, [ids[setting] for setting in settings], fontsize=6)
+        top.tick_params(length=0)
+        legend = "\n".join(f"{ids[setting]}: {setting}" for setting in settings)
+    else:
+        legend = f"environment: {settings[0]}"
+    fig.text(name_in / width, (legend_in - 0.1) / height, legend, fontsize=6, va="top", ha="left", family="monospace")
+    colorbar = fig.colorbar(image, cax=cax)
+    colorbar.ax.tick_params(labelsize=6)
+    colorbar.set_label("sign-error", fontsize=7)
+    fig.text(0.5, 1 - 0.15 / height, "Sign-error per environment (rows: worst environment, then mean; best first)",
+             fontsize=8, ha="center", va="top")
     return _png(fig)
+
+
+# -- Figure 1a, 1b, 1c as the paper draws them, one environment per panel or line ------------------
+
+def _by_environment(runs: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[environment_of(run)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def loss_curves_by_environment(runs: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """Figure 1a: train loss against SGD steps, one line per run coloured by randomization, one
+    panel per environment (small multiples; seeds of a kind share a colour)."""
+    drawn = [r for r in runs if curves.get(r.get("key"))]
+    groups = _by_environment(drawn)
+    labels = kind_order(drawn)
+    colors = _colors(labels)
+    ids = environment_ids(runs)
+    fig, axes = _grid(max(1, len(groups)), PANEL)
+    fig.subplots_adjust(top=1 - 0.9 / fig.get_figheight())  # room for three-line panel titles
+    if len(groups) > 3:
+        fig.subplots_adjust(hspace=0.9)
+    if not groups:
+        _empty(axes[0], "no learning curves recorded")
+        return _png(fig)
+    for ax, (env, members) in zip(axes, groups.items()):
+        seen: set[str] = set()
+        for run in sorted(members, key=_kind_sort_key):
+            label = kind_label(run)
+            pts = [(row.get("steps"), row.get("train_loss")) for row in curves[run["key"]]]
+            pts = [(s, v) for s, v in pts if _finite(s) and _finite(v)]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color=colors[label], lw=1.0, alpha=0.8, label=label if label not in seen else "_nolegend_")
+                seen.add(label)
+        ax.set_title(_wrap(f"{ids[env]}: {env}" if len(groups) > 1 else env, 56), fontsize=6)
+        ax.set_xlabel("SGD steps", fontsize=7)
+        ax.set_ylabel("train loss", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, title="randomization", title_fontsize=6)
+    fig.suptitle("Learning curves (Zhang et al. Fig. 1a)", fontsize=9)
+    return _png(fig)
+
+
+def _sweep_groups(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Environments that sweep label corruption on their own (≥ 3 distinct p), with their sweep runs."""
+    return {env: members for env, members in _by_environment(_sweep_runs(runs)).items() if has_sweep(members)}
+
+
+def _mean_line(ax, pts: list[tuple[float, float]], color: str, label: str) -> None:
+    ax.scatter([p for p, _ in pts], [y for _, y in pts], color=color, alpha=0.45, s=14, lw=0)
+    by_p: dict[float, list[float]] = defaultdict(list)
+    for p, y in pts:
+        by_p[p].append(y)
+    ps = sorted(by_p)
+    ax.plot(ps, [sum(by_p[p]) / len(by_p[p]) for p in ps], "-o", color=color, ms=3.5, lw=1.3, label=label)
+
+
+def _sweep_figure(groups: Mapping[str, Any], title: str, ylabel: str):
+    fig, (ax,) = _figure((6.4, 3.6))
+    fig.subplots_adjust(right=0.86 if len(groups) > 1 else 0.98)
+    ax.set_title(title, fontsize="small")
+    ax.set_xlabel("label corruption p")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _line_label(env: str, ids: Mapping[str, str], n_groups: int) -> str:
+    return ids[env] if n_groups > 1 else _wrap(env, 36)
+
+
+def _legend(ax, n_groups: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        if n_groups > 1:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + n_groups // 13)
+        else:
+            ax.legend(fontsize="x-small")
+
+
+def relative_time_to_fit(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """Figure 1b's points: per environment that sweeps p, ``(p, steps_to_fit / steps_to_fit of
+    the natural twin)`` for each sweep run (the natural run itself gives ``(0, 1)``); and how many
+    runs were left out because they or their natural twin never fit."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    left_out = 0
+    for env, members in _sweep_groups(runs).items():
+        natural = {_twin_id(r): r.get("steps_to_fit") for r in members if (r.get("randomization") or "none") == "none"}
+        pts = []
+        for r in members:
+            base, steps = natural.get(_twin_id(r)), r.get("steps_to_fit")
+            if _finite(base) and base > 0 and _finite(steps):
+                pts.append((_p_of(r), float(steps) / float(base)))
+            else:
+                left_out += 1
+        out[env] = pts
+    return out, left_out
+
+
+def time_to_fit_relative(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Figure 1b as the paper draws it: steps to fit at corruption p divided by steps to fit of
+    the natural twin (same environment and seed), against p; one line per environment (mean over
+    seeds, a point per seed). None when no environment sweeps p. Runs that never fit (or whose
+    natural twin never fit) are left out and counted in the title."""
+    groups, left_out = relative_time_to_fit(runs)
+    if not groups:
+        return None
+    ids = environment_ids(runs)
+    fig, ax = _sweep_figure(groups, "", "time to fit relative to natural labels")
+    for i, (env, pts) in enumerate(groups.items()):
+        if pts:
+            _mean_line(ax, pts, PALETTE[i % len(PALETTE)] if len(groups) > 1 else "tab:blue", _line_label(env, ids, len(groups)))
+    ax.set_title("Time to fit (Fig. 1b)" + (f"; {left_out} run(s) without a fit left out" if left_out else ""), fontsize="small")
+    if not ax.lines:
+        _empty(ax, "no run fitted its training set")
+    _legend(ax, len(groups))
+    return _png(fig)
+
+
+def test_error_vs_p(runs: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Figure 1c: test error (1 − test accuracy) against label corruption p, one line per
+    environment (mean over seeds, a point per seed); None when no environment sweeps p."""
+    groups = _sweep_groups(runs)
+    if not groups:
+        return None
+    ids = environment_ids(runs)
+    fig, ax = _sweep_figure(groups, "Test error (Fig. 1c)", "test error")
+    for i, (env, members) in enumerate(groups.items()):
+        pts = [(_p_of(r), 1.0 - float(r["test_acc"])) for r in members if _finite(r.get("test_acc"))]
+        if pts:
+            _mean_line(ax, pts, PALETTE[i % len(PALETTE)] if len(groups) > 1 else "tab:blue", _line_label(env, ids, len(groups)))
+    _legend(ax, len(groups))
+    return _png(fig)
+
+
+test_error_vs_p.__test__ = False  # not a pytest test, whatever its name says
+
+
+def _twin_id(run: Mapping[str, Any]) -> tuple:
+    """What a run shares with its natural twin: the pair key, else environment and seed."""
+    pk = run.get("pair_key")
+    return ("pair", pk) if pk else ("env", environment_of(run), run.get("seed"))

@@ -10,14 +10,19 @@ installed. It imports nothing heavy until a fixture is used.
 or a Measure; it checks the measure's contract (finite, deterministic, leaves the weights
 alone) on every run of a tiny natural/randomized suite and scores it. The result has
 ``verdict`` ("error" if the contract broke), ``sign_error``, ``auroc``, ``failures`` and
-``score`` (the full MeasureScore). The runs are trained once and cached: in
-``--gentest-cache DIR`` (or the ini option ``gentest_cache``), else in pytest's cache folder
-(``.pytest_cache/d/gentest``); cache that folder between CI builds. ``--gentest-suite`` picks
-the suite (default ``ci``: seconds on a CPU).
+``score`` (the full MeasureScore). The verdict is a string that carries its ``reason``: a
+failed ``assert result.verdict == "separates"`` shows why the verdict is what it is.
+
+The runs live in the same run store as ``gentest check`` uses, so a project trains them once:
+``--gentest-cache DIR`` (or the ini option ``gentest_cache``) if given, else ``$GENTEST_STORE``,
+else ``.gentest`` in pytest's rootdir (the project folder, where ``gentest check`` is run).
+Cache that folder between CI builds. ``--gentest-suite`` picks the suite (default ``ci``:
+seconds on a CPU).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,27 +31,58 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gentest", "randomization tests of generalization measures")
     group.addoption("--gentest-cache", default=None, metavar="DIR",
-                    help="folder for gentest's cached tiny runs (default: pytest's cache folder)")
+                    help="run store for gentest's tiny runs (default: $GENTEST_STORE, else .gentest in the "
+                         "rootdir: the store `gentest check` uses)")
     group.addoption("--gentest-suite", default="ci", metavar="SUITE",
                     help="suite whose natural/randomized pairs measures are scored on (default: ci)")
-    parser.addini("gentest_cache", "folder for gentest's cached tiny runs", default="")
+    parser.addini("gentest_cache", "run store for gentest's tiny runs (default: $GENTEST_STORE, else .gentest)",
+                  default="")
 
 
-def _cache_folder(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = config.getoption("gentest_cache") or config.getini("gentest_cache")
-    if chosen:
-        return Path(chosen)
-    if getattr(config, "cache", None) is not None:
-        return Path(config.cache.mkdir("gentest"))
-    return tmp_path_factory.mktemp("gentest")  # -p no:cacheprovider: cache for this session only
+def store_folder(config: pytest.Config) -> Path:
+    """The run store: the option, the ini setting, $GENTEST_STORE (relative to the working
+    directory, as for the gentest command), else ``.gentest`` in the rootdir."""
+    chosen = config.getoption("gentest_cache") or config.getini("gentest_cache") or os.environ.get("GENTEST_STORE")
+    return Path(chosen) if chosen else Path(config.rootpath) / ".gentest"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"gentest: store {store_folder(config)} (suite {config.getoption('gentest_suite')})"
+
+
+class Verdict(str):
+    """A verdict ("separates", "inverts", "fails", "error", "n/a") that carries its reason.
+
+    It compares and prints as the plain verdict; its repr, and pytest's explanation of a
+    failed comparison with it, add the reason."""
+
+    reason: str
+
+    def __new__(cls, verdict: str, reason: str) -> Verdict:
+        self = super().__new__(cls, verdict)
+        self.reason = reason
+        return self
+
+    def __repr__(self) -> str:
+        return f"{str.__repr__(self)} ({self.reason})"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> list[str] | None:
+    """``assert result.verdict == "separates"`` fails with the verdict's reason, not a bare diff."""
+    verdict = left if isinstance(left, Verdict) else right if isinstance(right, Verdict) else None
+    if verdict is None or op not in ("==", "!="):
+        return None
+    plain = [str.__repr__(side) if isinstance(side, str) else repr(side) for side in (left, right)]
+    return [f"{plain[0]} {op} {plain[1]}", f"gentest verdict {str(verdict)!r}: {verdict.reason}"]
 
 
 @pytest.fixture(scope="session")
-def gentest_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def gentest_store(request: pytest.FixtureRequest):
     """The run store holding the suite's trained natural/randomized runs (a RunStore)."""
     from gentest.store import RunStore
 
-    return RunStore(_cache_folder(request.config, tmp_path_factory))
+    return RunStore(store_folder(request.config))
 
 
 @pytest.fixture(scope="session")
@@ -54,23 +90,40 @@ def gentest_runs(request: pytest.FixtureRequest, gentest_store):
     """The suite's runs (natural and randomized twins), trained on the CPU on first use."""
     import torch
 
+    from gentest.pipeline import remember_suite
     from gentest.runner import train_missing
     from gentest.suites import load_suite
 
     suite = load_suite(request.config.getoption("gentest_suite"))
+    remember_suite(gentest_store, suite)  # so that `gentest report` knows the suite of these runs
     return train_missing(suite.specs, gentest_store, torch.device("cpu"))
 
 
 @pytest.fixture(scope="session")
 def gentest_score(gentest_runs, gentest_store):
     """``gentest_score(measure, expect=None) -> CheckResult`` (see the module docstring)."""
+    import dataclasses
+
     import torch
 
-    from gentest.check import check_measure
+    from gentest.check import CheckResult, check_measure
     from gentest.registry import Measure, all_measures
     from gentest.runner import DataCache
 
     device, data = torch.device("cpu"), DataCache()
+
+    class ScoredMeasure(CheckResult):
+        @property
+        def verdict(self) -> Verdict:
+            plain = CheckResult.verdict.fget(self)
+            if plain == "error":
+                return Verdict(plain, "; ".join(self.failures) or self.score.reason)
+            sign = f"sign-error {self.score.sign_error:.2f} over {self.score.n_pairs} pairs" \
+                if self.score.sign_error is not None else f"{self.score.n_pairs} pairs scored"
+            return Verdict(plain, f"{sign}: {self.measure.name} {self.score.reason}")
+
+        def __repr__(self) -> str:
+            return CheckResult.__repr__(self).replace(repr(self.verdict), str.__repr__(self.verdict), 1)
 
     def resolve(measure) -> Measure:
         if isinstance(measure, Measure):
@@ -85,7 +138,8 @@ def gentest_score(gentest_runs, gentest_store):
                 return m
         raise LookupError(f"{measure!r} is not registered: decorate it with @gentest.measure(...)")
 
-    def score(measure, expect: str | None = None):
-        return check_measure(resolve(measure), gentest_runs, device, data, expect, gentest_store)
+    def score(measure, expect: str | None = None) -> ScoredMeasure:
+        result = check_measure(resolve(measure), gentest_runs, device, data, expect, gentest_store)
+        return ScoredMeasure(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
 
     return score

@@ -12,8 +12,9 @@ whose entries name modules that call ``@measure`` on import, or through ``--plug
     def frobenius_distance_from_init(ctx):
         return sum((w - w0).pow(2).sum() for w, w0 in ctx.weights(init=True)).sqrt().item()
 
-A duplicate name, a missing or unknown orientation, or a plug-in that cannot be imported is a
-:class:`GentestError` that names the source.
+A duplicate name (also twice in one file: both lines are named), a missing or unknown
+orientation, or a plug-in that cannot be imported (an exception, or ``sys.exit``, while it is
+imported; a folder given as a plug-in file) is a :class:`GentestError` that names the source.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Measure:
         }
 
 
-# Where the module being imported came from ("entry point measures.norms (gentest)",
+# Where the module being imported came from ("entry point measures.norms (gentest-harness)",
 # "plugin /path/file.py"), so errors and `gentest measures` can name it.
 _current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("source", default=None)
 _MEASURES: dict[str, Measure] = {}
@@ -122,10 +123,26 @@ def _source_of(fn: Callable) -> str:
 def register(m: Measure) -> None:
     existing = _MEASURES.get(m.name)
     if existing is not None and existing.fn is not m.fn:
-        if existing.source == m.source and existing.fn.__qualname__ == m.fn.__qualname__:
-            return  # the same file imported twice (e.g. --plugin given twice): keep the first
-        raise GentestError(f"measure '{m.name}' is defined twice: in {existing.source} and in {m.source}")
+        if existing.source == m.source and _definition(existing.fn) == _definition(m.fn):
+            return  # the same definition imported again (e.g. a module imported twice): keep the first
+        here, there = _place(existing), _place(m)
+        if existing.source == m.source:
+            raise GentestError(f"measure '{m.name}' is defined twice in {m.source}: at {here} and at {there}")
+        raise GentestError(f"measure '{m.name}' is defined twice: in {existing.source} ({here}) and in {m.source} ({there})")
     _MEASURES[m.name] = m
+
+
+def _definition(fn: Callable) -> tuple[str, str, int]:
+    """Where a function is defined: file, qualified name and first line (its first decorator's)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ("?", getattr(fn, "__qualname__", "?"), 0)
+    return (code.co_filename, fn.__qualname__, code.co_firstlineno)
+
+
+def _place(m: Measure) -> str:
+    filename, qualname, line = _definition(m.fn)
+    return f"line {line} ({qualname})" if line else qualname
 
 
 _loaded_entry_points = False
@@ -153,6 +170,8 @@ def load_plugin(path: str | Path) -> None:
     path = Path(path).resolve()
     if path in _loaded_plugins:
         return
+    if path.is_dir():
+        raise GentestError(f"plugin {path} is a folder; give a Python file that defines measures (--plugin path/to/file.py)")
     if not path.is_file():
         raise GentestError(f"plugin file {path} does not exist")
     module_name = "gentest_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
@@ -175,7 +194,12 @@ def _import_as(source: str, load: Callable[[], Any]) -> None:
         load()
     except GentestError:
         raise
-    except Exception as e:  # a plug-in's own bug: report where, in one sentence
+    except KeyboardInterrupt:  # importing is quick: take it as the user's Ctrl-C
+        raise
+    except SystemExit as e:  # a plug-in must not end gentest while it is imported
+        code = "" if e.code is None else repr(e.code)
+        raise GentestError(f"could not import measures from {source}: it called sys.exit({code}) while being imported") from None
+    except BaseException as e:  # a plug-in's own bug: report where, in one sentence
         raise GentestError(f"could not import measures from {source}: {type(e).__name__}: {e}") from None
     finally:
         _current_source.reset(token)

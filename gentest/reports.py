@@ -1,36 +1,50 @@
 """Reports: one output folder per evaluation, and the leaderboard as a rich table.
 
-``write_report`` writes five files into a folder:
+``write_report`` writes into a folder:
 
 * ``leaderboard.json``: ``Leaderboard.to_json()``, the stable machine interface (NaN and
-  infinities become ``null``);
-* ``leaderboard.md``: the leaderboard, the verdict thresholds, how to read it, the runs and
-  the errors, as GitHub-renderable Markdown;
-* ``leaderboard.html``: the same content, self-contained, with the plots embedded as base64
-  PNGs (learning curves, the label-corruption sweep where there is one, and each measure's
-  values on natural vs randomized runs);
+  infinities become ``null``), with how the report was made (``provenance``) and the Table 1
+  rows (``table1``) added;
+* ``leaderboard.md``: how it was made, the leaderboard, the sign-error heatmap and Figure 1
+  (as links to the PNGs), the Table 1-style table, the verdict thresholds, how to read it, the
+  runs and the errors, as GitHub-renderable Markdown;
+* ``leaderboard.html``: the same content, self-contained, with every figure embedded as a
+  base64 PNG: the heatmap of sign-error per measure and environment (the headline), Figure 1a
+  (train loss per randomization, one panel per environment), Figure 1b (time to fit relative
+  to natural labels against p) and 1c (test error against p) where an environment sweeps p,
+  and each measure's values on natural vs randomized runs as small multiples;
+* ``figures/*.png``: every figure of the HTML as its own file, for papers and READMEs;
 * ``runs.csv``: one row per run; ``measures.csv``: one row per measure value, joined with the
-  run's dataset, model, randomization, p and seed.
+  run's dataset, model, randomization, p, seed and whole environment (model options and
+  training settings), so that runs that differ only in an option never merge.
 
 Every file is written to a temporary file in the same folder and moved into place with
-``os.replace``, so a crash never leaves half a report.
+``os.replace``, so a crash never leaves half a report; the figures folder is replaced whole.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import json
 import math
 import numbers
 import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.table import Table
 from rich.text import Text
@@ -39,41 +53,56 @@ from gentest import plots
 from gentest.leaderboard import RUN_KEYS, Leaderboard, MeasureScore
 
 __all__ = [
-    "write_report", "leaderboard_table", "json_safe", "fmt", "fmt_ci", "fmt_pct", "fmt_worst",
-    "REPORT_FILES", "RUN_COLUMNS", "MEASURE_VALUE_COLUMNS",
+    "write_report", "leaderboard_table", "json_safe", "fmt", "fmt_ci", "fmt_pct", "fmt_worst", "provenance",
+    "table1_rows", "render_figures", "controls_exit_code",
+    "REPORT_FILES", "RUN_COLUMNS", "MEASURE_VALUE_COLUMNS", "FIGURES_DIR",
 ]
 
 DASH = "—"
 REPORT_FILES = ("leaderboard.json", "leaderboard.md", "leaderboard.html", "runs.csv", "measures.csv")
+FIGURES_DIR = "figures"
 MEASURE_VALUE_COLUMNS = ("run_key", "measure", "version", "value", "error", "seconds")
-RUN_COLUMNS = ("dataset", "model", "randomization", "p", "seed")  # joined onto measures.csv
-VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "fails": "dim", "error": "red", "n/a": "blue"}
+# Joined onto measures.csv from the run: the environment and its parts tell runs apart.
+RUN_COLUMNS = ("dataset", "model", "randomization", "p", "seed")
+ENVIRONMENT_COLUMNS = ("environment", "dataset_args", "model_args")
+VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "inconclusive": "cyan", "fails": "dim", "error": "red", "n/a": "blue"}
+NOT_EVALUATED_LINE = "Nothing has been evaluated yet: the store holds these runs but no measure values. Run gentest evaluate to score measures on them."
 
 HOW_TO_READ = (
     "Each natural run is paired with randomized twins trained with identical settings; only the "
     "labels or the pixels differ, so the twin that memorized noise has the larger generalization "
     "gap. A measure's sign-error is its mean over these pairs of 0 (the measure orders the pair "
-    "like the gap), 1 (it inverts the pair) or 0.5 (a tie): 0 = the measure orders every "
-    "natural/randomized pair like the generalization gap, 1 = it inverts every pair, 0.5 = ties "
-    "or chance. The worst environment is the architecture × randomization × training setting "
-    "where the measure does worst. AUROC scores the oriented measure as a classifier of "
-    "randomized (positive) vs natural runs; Kendall's τ-b correlates it with the gap where the "
-    "suite sweeps label corruption p. Intervals are 95 % bootstrap intervals over seeds. A "
+    "like the gap), 1 (it inverts the pair) or 0.5 (a tie, or a difference within the measure's "
+    "own recorded noise: undecided): 0 = the measure orders every natural/randomized pair like "
+    "the generalization gap, 1 = it inverts every pair, 0.5 = ties or chance. An environment is "
+    "one architecture × training setting × randomization; the worst environment is where the "
+    "measure does worst (Dziugaite et al. 2020), and measures are ranked by it. Intervals are 95 % "
+    "bootstrap intervals over seeds, and a verdict needs the whole interval past its threshold: "
+    "otherwise it is inconclusive, and more seeds would decide it. AUROC scores the oriented "
+    "measure as a classifier of randomized (positive) vs natural runs; Kendall's τ-b correlates it "
+    "with the gap where the suite sweeps label corruption p; Ψ is Jiang et al.'s (2020) granulated "
+    "consistency, the mean over the suite's axes of τ within groups that vary only that axis. A "
     "measure that cannot separate a network that learned from one that memorized noise cannot "
     "explain generalization."
 )
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:110em;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0;font-size:.8em;width:100%}
+th,td{border:1px solid #ccc;padding:.2em .4em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.reason{min-width:18em}
 tr:nth-child(even) td{background:#fafafa}
-.ok{color:#1a7f37;font-weight:bold}.broken{color:#b00;font-weight:bold}
+.scroll{overflow-x:auto}
+.ok{color:#1a7f37;font-weight:bold}.broken{color:#b00;font-weight:bold}.pending{color:#9a6700;font-weight:bold}
 .v-separates{color:#1a7f37;font-weight:bold}.v-inverts{color:#9a6700;font-weight:bold}
-.v-fails{color:#777}.v-error{color:#b00;font-weight:bold}
+.v-inconclusive{color:#0969da}.v-fails{color:#777}.v-error{color:#b00;font-weight:bold}
 code{font-size:.9em}img{max-width:100%;display:block;margin:.5em 0}
-.plots{display:flex;flex-wrap:wrap;gap:1em}.note{color:#666}
+.plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.note{color:#666}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.5em}
+.grid img{width:100%;margin:0}
+dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;font-size:.85em}dl.prov dt{color:#555}
+dl.prov dd{margin:0;font-family:ui-monospace,monospace;overflow-wrap:anywhere}
 """
 
 
@@ -190,29 +219,115 @@ def _csv_cell(x: Any) -> Any:
     return x
 
 
+# -- how the report was made ------------------------------------------------------------------------
+
+# Keys of run rows that say where a run was trained, shown in the report when present.
+TRAINING_PLATFORM_KEYS = ("device", "torch_threads", "cpu_capability", "cpu")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def provenance(board: Leaderboard | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """How a report was made: the command line (default ``sys.argv``), versions, platform, CPU
+    model and ISA, threads, and the devices (and, where runs record them, threads and CPUs) that
+    trained the runs."""
+    argv = list(sys.argv if command is None else command)
+    if command is None and argv:
+        argv[0] = os.path.basename(argv[0]) or argv[0]
+    import numpy
+
+    import gentest
+
+    out: dict[str, Any] = {
+        "command": shlex.join(str(a) for a in argv),
+        "gentest": gentest.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+        out["threads"] = torch.get_num_threads()
+        try:
+            out["isa"] = torch.backends.cpu.get_cpu_capability()
+        except AttributeError:
+            pass
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:  # reports need no torch; say so rather than fail
+        out["torch"] = None
+    out["platform"] = platform.platform()
+    out["machine"] = platform.machine()
+    out["cpu_model"] = _cpu_model()
+    if board is not None:
+        for key in TRAINING_PLATFORM_KEYS:
+            seen = sorted({str(r[key]) for r in board.runs if r.get(key) is not None})
+            if seen:
+                out[f"runs_{key}"] = ", ".join(seen)
+    return out
+
+
+PROVENANCE_LABELS = {
+    "command": "command", "gentest": "gentest", "torch": "torch", "numpy": "numpy", "python": "python",
+    "threads": "torch threads (report)", "isa": "CPU ISA (torch)", "cuda": "GPU", "platform": "platform",
+    "machine": "machine", "cpu_model": "CPU model", "runs_device": "runs trained on",
+    "runs_torch_threads": "runs' torch threads", "runs_cpu_capability": "runs' CPU ISA", "runs_cpu": "runs' CPU model",
+}
+
+
+def _provenance_items(prov: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(PROVENANCE_LABELS.get(k, k.replace("_", " ")), str(v)) for k, v in prov.items() if v is not None]
+
+
 # -- the pieces shared by Markdown and HTML --------------------------------------------------------
 
 LEADERBOARD_HEADER = (
     "rank", "measure", "family", "orientation", "verdict", "sign-error [95% CI]", "worst env sign-error",
-    "AUROC [95% CI]", "Kendall τ-b", "pairs", "errors", "reason",
+    "AUROC [95% CI]", "Kendall τ-b", "Ψ", "pairs", "ties", "undecided", "errors", "reason",
 )
-RUNS_HEADER = ("run", "dataset", "model", "randomization", "p", "seed", "train acc %", "test acc %", "gap %", "steps to fit")
+RUNS_HEADER = ("run", "environment", "randomization", "p", "seed", "train acc %", "test acc %", "gap %", "steps to fit")
+TABLE1_HEADER = ("setting", "randomization", "seeds", "train acc %", "test acc %", "best test acc % (early stop)", "steps to fit")
 ERRORS_HEADER = ("measure", "run", "error")
-NUMERIC = {"rank", "sign-error [95% CI]", "worst env sign-error", "AUROC [95% CI]", "Kendall τ-b", "pairs", "errors",
-           "p", "seed", "train acc %", "test acc %", "gap %", "steps to fit"}
+NUMERIC = {"rank", "sign-error [95% CI]", "AUROC [95% CI]", "Kendall τ-b", "Ψ", "pairs", "ties", "undecided", "errors",
+           "p", "seed", "seeds", "train acc %", "test acc %", "gap %", "steps to fit", "best test acc % (early stop)"}
+WIDE_TEXT = {"reason", "worst env sign-error", "environment", "setting"}
+
+
+def _short_env(env: str | None, ids: Mapping[str, str]) -> str | None:
+    """``E3/labels(p=0.5)`` for a pair environment whose setting has a short name."""
+    if not env:
+        return env
+    setting, _, kind = env.rpartition("/")
+    return f"{ids[setting]}/{kind}" if setting in ids else env
 
 
 def _leaderboard_rows(board: Leaderboard) -> list[list[str]]:
+    ids = plots.environment_ids(board.runs)
+    ids = ids if len(ids) > 1 else {}  # one environment: its name is short enough, and said once
+
+    def worst(m: MeasureScore) -> str:
+        return fmt_worst(dataclasses.replace(m, worst_env=_short_env(m.worst_env, ids)))
+
     return [
         [str(i), m.name, m.family, m.orientation, m.verdict, fmt_ci(m.sign_error, m.sign_error_ci),
-         fmt_worst(m), fmt_ci(m.auroc, m.auroc_ci), fmt(m.kendall_tau), str(m.n_pairs), str(m.errors), m.reason or ""]
+         worst(m), fmt_ci(m.auroc, m.auroc_ci), fmt(m.kendall_tau), fmt(getattr(m, "psi", None)), str(m.n_pairs),
+         str(m.n_ties), str(getattr(m, "n_undecided", 0)), str(m.errors), m.reason or ""]
         for i, m in enumerate(board.measures, 1)
     ]
 
 
 def _runs_rows(board: Leaderboard) -> list[list[str]]:
     return [
-        [str(r.get("key", "")), str(r.get("dataset", "")), str(r.get("model", "")), str(r.get("randomization", "")),
+        [str(r.get("key", "")), plots.environment_of(r), str(r.get("randomization", "")),
          _fmt_p(r), fmt(r.get("seed")), fmt_pct(r.get("train_acc")), fmt_pct(r.get("test_acc")), fmt_pct(r.get("gap")),
          fmt(r.get("steps_to_fit"), 0)]
         for r in board.runs
@@ -224,20 +339,149 @@ def _error_rows(board: Leaderboard) -> list[list[str]]:
     return [[v.measure, v.run_key, str(v.error)] for v in board.values if v.error and not v.not_applicable]
 
 
-def _controls_line(board: Leaderboard, md: bool) -> str:
+def _controls_line(board: Leaderboard) -> str:
+    if not board.evaluated:
+        return NOT_EVALUATED_LINE
     if board.controls_ok:
         return "Controls: OK"
-    msg = board.controls_message or "the natural/randomized controls did not score as they must"
-    if md:
-        return f"**Controls failed: {_md_cell(msg)}** — the suite is broken, not the measures"
-    return f"Controls failed: {msg} — the suite is broken, not the measures"
+    msg = board.controls_message or "the natural/randomized controls did not score as they must."
+    return f"Controls failed: {msg}"
+
+
+def controls_exit_code(board: Leaderboard, stream: TextIO | None = None) -> int:
+    """0, or 1 with one sentence on ``stream`` (stderr) when the controls failed.
+
+    A board with nothing evaluated yet has nothing that failed: 0.
+    """
+    if board.controls_ok or not board.evaluated:
+        return 0
+    print(f"gentest: controls failed: {board.controls_message or 'the controls did not score as they must.'}",
+          file=stream or sys.stderr)
+    return 1
+
+
+# -- Table 1 ---------------------------------------------------------------------------------------
+
+def _mean_sd(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not xs:
+        return DASH
+    mean = statistics.fmean(xs) * scale
+    if len(xs) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(xs) * scale:.{digits}f}"
+
+
+def _best_test_acc(curve: Sequence[Mapping[str, Any]] | None) -> float | None:
+    accs = [row.get("test_acc") for row in curve or ()]
+    accs = [float(a) for a in accs if _is_num(a) and math.isfinite(a)]
+    return max(accs) if accs else None
+
+
+def table1_rows(board: Leaderboard) -> list[dict[str, Any]]:
+    """Zhang et al.'s Table 1 for this suite: per setting (model with options × training recipe)
+    and randomization, train and test accuracy over seeds (mean and sample sd), the best test
+    accuracy along training (the paper's early-stopping column, from each run's stored curve),
+    and steps to fit. Settings in order of first appearance, randomizations natural first."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    order: dict[str, int] = {}
+    for r in board.runs:
+        env = plots.environment_of(r)
+        order.setdefault(env, len(order))
+        groups[(env, plots.kind_label(r))].append(r)
+    kind_rank = {k: i for i, k in enumerate(plots.kind_order(board.runs))}
+    rows = []
+    for (env, kind), members in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kind_rank[kv[0][1]])):
+        def values(key: str) -> list[float]:
+            return [float(r[key]) for r in members if _is_num(r.get(key)) and math.isfinite(r[key])]
+
+        best = [b for b in (_best_test_acc(board.curves.get(r.get("key"))) for r in members) if b is not None]
+        steps = values("steps_to_fit")
+        rows.append({
+            "setting": env, "randomization": kind, "seeds": len(members),
+            "train_acc": values("train_acc"), "test_acc": values("test_acc"), "best_test_acc": best,
+            "steps_to_fit": steps, "unfit": len(members) - len(steps),
+        })
+    return rows
+
+
+def _table1_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for row in rows:
+        steps = _mean_sd(row["steps_to_fit"], scale=1.0, digits=0)
+        if row["unfit"]:
+            steps += f" ({row['unfit']} not fit)"
+        out.append([row["setting"], row["randomization"], str(row["seeds"]), _mean_sd(row["train_acc"]),
+                    _mean_sd(row["test_acc"]), _mean_sd(row["best_test_acc"]), steps])
+    return out
+
+
+def _table1_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def summary(xs: list[float]) -> dict[str, Any]:
+        return {"mean": statistics.fmean(xs) if xs else None, "sd": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+
+    return [{"setting": r["setting"], "randomization": r["randomization"], "seeds": r["seeds"],
+             **{k: summary(r[k]) for k in ("train_acc", "test_acc", "best_test_acc", "steps_to_fit")}} for r in rows]
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "measure"
+
+
+def _measure_names(board: Leaderboard) -> list[str]:
+    names = [m.name for m in board.measures]
+    names += sorted({v.measure for v in board.values} - set(names))
+    return names
+
+
+def render_figures(board: Leaderboard) -> tuple[dict[str, tuple[str, bytes]], list[str]]:
+    """Every figure of the report: file name -> (caption, PNG bytes), in reading order; and a
+    note per figure that could not be drawn (a failing plot must not cost the tables)."""
+    figures: dict[str, tuple[str, bytes]] = {}
+    notes: list[str] = []
+
+    def add(filename: str, caption: str, draw: Callable[[], bytes | None]) -> None:
+        try:
+            png = draw()
+        except Exception as exc:  # noqa: BLE001 - the tables are worth more than one plot
+            warnings.warn(f"gentest report: plot '{caption}' failed: {exc!r}", RuntimeWarning, stacklevel=2)
+            notes.append(f"{caption} could not be drawn: {exc!r}")
+            return
+        if png is not None:
+            figures[filename] = (caption, png)
+
+    ids = plots.environment_ids(board.runs)
+    add("heatmap-sign-error.png", "sign-error per measure and environment", lambda: plots.sign_error_heatmap(board.measures, ids))
+    add("fig1a-train-loss.png", "Fig. 1a: train loss per randomization",
+        lambda: plots.loss_curves_by_environment(board.runs, board.curves) if board.runs else None)
+    add("fig1b-time-to-fit.png", "Fig. 1b: time to fit relative to natural labels", lambda: plots.time_to_fit_relative(board.runs))
+    add("fig1c-test-error.png", "Fig. 1c: test error against label corruption", lambda: plots.test_error_vs_p(board.runs))
+    orientation = {m.name: m.orientation for m in board.measures}
+    by_measure: dict[str, list[Any]] = defaultdict(list)
+    for v in board.values:
+        by_measure[v.measure].append(v)
+    for name in _measure_names(board):
+        mine = by_measure.get(name, [])
+        if not any(v.error is None and _is_num(v.value) and math.isfinite(v.value) for v in mine):
+            continue
+        add(f"measure-{_safe_name(name)}.png", f"{name} values",
+            lambda n=name, vs=mine: plots.measure_values(n, board.runs, vs, orientation.get(n), small=True))
+    return figures, notes
 
 
 # -- Markdown --------------------------------------------------------------------------------------
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
 def _md_cell(text: Any) -> str:
-    """One table cell: no raw HTML, no pipes, one line."""
-    s = html.escape(str(text), quote=False).replace("|", "\\|")
+    """One table cell: one line, pipes escaped, and no raw HTML: only a ``<`` that would open a
+    tag and an ``&`` that would start an entity are escaped, so ``<= 0.1`` and ``a & b`` read as
+    written."""
+    s = _ENTITY.sub("&amp;", str(text))
+    s = _TAG_START.sub("&lt;", s).replace("|", "\\|")
     return " ".join(s.split())
 
 
@@ -249,19 +493,38 @@ def _md_table(header: Iterable[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(board: Leaderboard) -> str:
-    """The report as GitHub-renderable Markdown."""
+def render_markdown(board: Leaderboard, figures: Mapping[str, tuple[str, bytes]] | None = None) -> str:
+    """The report as GitHub-renderable Markdown; figures as links into ``figures/``."""
+    figures = figures or {}
     out = [
         f"# gentest leaderboard: {_md_cell(board.suite)}",
         "",
         f"gentest {_md_cell(board.gentest_version)} · {len(board.runs)} runs · {len(board.measures)} measures",
         "",
-        _controls_line(board, md=True),
-        "",
-        "## Leaderboard",
+        f"**{_md_cell(_controls_line(board))}**" if not board.controls_ok else _controls_line(board),
         "",
     ]
-    out += _md_table(LEADERBOARD_HEADER, _leaderboard_rows(board)) if board.measures else ["No measures were scored."]
+    if board.provenance:
+        out += ["## How this report was made", ""]
+        out += [f"- {_md_cell(k)}: `{_md_cell(v)}`" for k, v in _provenance_items(board.provenance)]
+        out.append("")
+    out += ["## Leaderboard", ""]
+    out += _md_table(LEADERBOARD_HEADER, _leaderboard_rows(board)) if board.measures else [
+        "No measures were scored." if board.evaluated else NOT_EVALUATED_LINE]
+    ids = plots.environment_ids(board.runs)
+    if len(ids) > 1:
+        out += ["", "Environments (E1, E2, ... in the table and the figures):", ""]
+        out += [f"- {i}: `{_md_cell(env)}`" for env, i in ids.items()]
+    main = [(f, c) for f, (c, _) in figures.items() if not f.startswith("measure-")]
+    if main:
+        out += ["", "## Figures", ""]
+        out += [f"![{_md_cell(c)}]({FIGURES_DIR}/{f})" for f, c in main]
+    table1 = table1_rows(board)
+    if table1:
+        out += ["", "## Table 1: accuracy per setting and randomization", ""]
+        out += _md_table(TABLE1_HEADER, _table1_cells(table1))
+        out += ["", "Mean ± sample standard deviation over seeds. Best test accuracy is the highest test "
+                    "accuracy along training (the paper's early stopping), from each run's curve."]
     out += ["", "## Verdict thresholds", ""]
     if board.thresholds:
         out += [f"- `{_md_cell(k)}`: {_md_cell(_fmt_threshold(v))}" for k, v in board.thresholds.items()]
@@ -288,15 +551,15 @@ def _h(x: Any) -> str:
 
 def _html_table(header: Iterable[str], rows: list[list[str]], row_class: Callable[[list[str]], dict[int, str]] | None = None) -> str:
     header = list(header)
-    parts = ["<table>", "<thead><tr>" + "".join(f"<th>{_h(c)}</th>" for c in header) + "</tr></thead>", "<tbody>"]
+    parts = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_h(c)}</th>" for c in header) + "</tr></thead>", "<tbody>"]
     for row in rows:
         extra = row_class(row) if row_class else {}
         cells = []
         for i, (name, c) in enumerate(zip(header, row)):
-            classes = " ".join(filter(None, ["num" if name in NUMERIC else "", extra.get(i, "")]))
+            classes = " ".join(filter(None, ["num" if name in NUMERIC else "", "reason" if name == "reason" else "", extra.get(i, "")]))
             cells.append(f"<td class=\"{classes}\">{_h(c)}</td>" if classes else f"<td>{_h(c)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     return "\n".join(parts)
 
 
@@ -304,26 +567,13 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_h(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _plot(alt: str, draw: Callable[[], bytes | None]) -> str | None:
-    """An embedded plot; a plot that fails to draw becomes a note, not a lost report."""
-    try:
-        png = draw()
-    except Exception as exc:  # noqa: BLE001 - the tables are worth more than one plot
-        warnings.warn(f"gentest report: plot '{alt}' failed: {exc!r}", RuntimeWarning, stacklevel=2)
-        return f'<p class="note">Plot {_h(alt)} could not be drawn: {_h(repr(exc))}</p>'
-    return _img(png, alt) if png is not None else None
-
-
-def _measure_names(board: Leaderboard) -> list[str]:
-    names = [m.name for m in board.measures]
-    names += sorted({v.measure for v in board.values} - set(names))
-    return names
-
-
-def render_html(board: Leaderboard) -> str:
-    """The report as one self-contained HTML page: inline CSS, plots as data: URIs, no scripts."""
+def render_html(board: Leaderboard, figures: Mapping[str, tuple[str, bytes]] | None = None,
+                notes: Sequence[str] = ()) -> str:
+    """The report as one self-contained HTML page: inline CSS, figures as data: URIs, no scripts."""
+    if figures is None:
+        figures, notes = render_figures(board)
     verdict_col = LEADERBOARD_HEADER.index("verdict")
-    orientation = {m.name: m.orientation for m in board.measures}
+    status = "ok" if board.controls_ok else ("broken" if board.evaluated else "pending")
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -331,31 +581,49 @@ def render_html(board: Leaderboard) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>gentest leaderboard: {_h(board.suite)}</h1>",
         f"<p>gentest {_h(board.gentest_version)} · {len(board.runs)} runs · {len(board.measures)} measures</p>",
-        f'<p class="{"ok" if board.controls_ok else "broken"}">{_h(_controls_line(board, md=False))}</p>',
-        "<h2>Leaderboard</h2>",
-        _html_table(LEADERBOARD_HEADER, _leaderboard_rows(board),
-                    lambda row: {verdict_col: "v-" + row[verdict_col].replace("/", "")}) if board.measures else "<p>No measures were scored.</p>",
-        "<h2>Verdict thresholds</h2>",
+        f'<p class="{status}">{_h(_controls_line(board))}</p>',
     ]
+    if board.provenance:
+        out += ["<details open><summary>How this report was made</summary>", '<dl class="prov">']
+        out += [f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in _provenance_items(board.provenance)]
+        out += ["</dl></details>"]
+    out.append("<h2>Leaderboard</h2>")
+    if board.measures:
+        out.append(_html_table(LEADERBOARD_HEADER, _leaderboard_rows(board),
+                               lambda row: {verdict_col: "v-" + row[verdict_col].replace("/", "")}))
+    else:
+        out.append(f"<p>{_h('No measures were scored.' if board.evaluated else NOT_EVALUATED_LINE)}</p>")
+    ids = plots.environment_ids(board.runs)
+    if len(ids) > 1:
+        out += ["<details open><summary>Environments (E1, E2, ... in the table and the figures)</summary>", '<dl class="prov">']
+        out += [f"<dt>{_h(i)}</dt><dd>{_h(env)}</dd>" for env, i in ids.items()]
+        out += ["</dl></details>"]
+    main = {f: v for f, v in figures.items() if not f.startswith("measure-")}
+    if "heatmap-sign-error.png" in main:
+        caption, png = main.pop("heatmap-sign-error.png")
+        out += ["<h2>Where each measure breaks</h2>", _img(png, caption)]
+    if main:
+        out += ["<h2>Training (Zhang et al. Figure 1)</h2>", '<div class="plots">']
+        out += [_img(png, caption) for caption, png in main.values()]
+        out.append("</div>")
+    table1 = table1_rows(board)
+    if table1:
+        out += ["<h2>Table 1: accuracy per setting and randomization</h2>", _html_table(TABLE1_HEADER, _table1_cells(table1)),
+                '<p class="note">Mean ± sample standard deviation over seeds. Best test accuracy is the highest test accuracy '
+                "along training (the paper's early stopping), from each run's curve.</p>"]
+    small = [(caption, png) for f, (caption, png) in figures.items() if f.startswith("measure-")]
+    if small:
+        out += ["<h2>Measures on natural vs randomized runs</h2>", '<div class="grid">']
+        out += [_img(png, caption) for caption, png in small]
+        out.append("</div>")
+    out += [f'<p class="note">{_h(n)}</p>' for n in notes]
+    out.append("<h2>Verdict thresholds</h2>")
     if board.thresholds:
         out.append("<ul>" + "".join(f"<li><code>{_h(k)}</code>: {_h(_fmt_threshold(v))}</li>"
                                     for k, v in board.thresholds.items()) + "</ul>")
     else:
         out.append("<p>No thresholds recorded.</p>")
-    out += ["<h2>How to read this</h2>", f"<p>{_h(HOW_TO_READ)}</p>", "<h2>Training</h2>", '<div class="plots">']
-    out.append(_plot("learning curves", lambda: plots.learning_curves(board.runs, board.curves)) or "")
-    sweep = _plot("label-corruption sweep", lambda: plots.corruption_sweep(board.runs))
-    if sweep:
-        out.append(sweep)
-    out += ["</div>", "<h2>Measures on natural vs randomized runs</h2>", '<div class="plots">']
-    for name in _measure_names(board):
-        mine = [v for v in board.values if v.measure == name]
-        if not any(v.error is None and _is_num(v.value) and math.isfinite(v.value) for v in mine):
-            out.append(f'<p class="note">{_h(name)}: no values to plot.</p>')
-            continue
-        img = _plot(f"{name} values", lambda n=name, vs=mine: plots.measure_values(n, board.runs, vs, orientation.get(n)))
-        out.append(img or "")
-    out += ["</div>", "<h2>Runs</h2>",
+    out += ["<h2>How to read this</h2>", f"<p>{_h(HOW_TO_READ)}</p>", "<h2>Runs</h2>",
             _html_table(RUNS_HEADER, _runs_rows(board)) if board.runs else "<p>No runs.</p>"]
     errors = _error_rows(board)
     if errors:
@@ -377,32 +645,74 @@ def runs_csv(board: Leaderboard) -> str:
 
 
 def measures_csv(board: Leaderboard) -> str:
+    """One row per value, with the run's identity and whole environment; training settings as
+    ``train.<setting>`` columns where the run rows carry them."""
     by_key = {r.get("key"): r for r in board.runs}
+    train_cols = sorted({str(k) for r in board.runs for k in r if str(k).startswith("train.")})
+    columns = list(MEASURE_VALUE_COLUMNS) + ["uncertainty"] + list(RUN_COLUMNS) + list(ENVIRONMENT_COLUMNS) + train_cols
     rows = []
     for v in board.values:
         run = by_key.get(v.run_key, {})
-        rows.append({**{k: getattr(v, k) for k in MEASURE_VALUE_COLUMNS}, **{k: run.get(k) for k in RUN_COLUMNS}})
-    return _csv_text(list(MEASURE_VALUE_COLUMNS + RUN_COLUMNS), rows)
+        row = {k: getattr(v, k) for k in MEASURE_VALUE_COLUMNS}
+        row["uncertainty"] = (v.extra or {}).get("uncertainty")
+        row |= {k: run.get(k) for k in RUN_COLUMNS + tuple(train_cols)}
+        row |= {"environment": plots.environment_of(run) if run else None,
+                "dataset_args": run.get("dataset_args"), "model_args": run.get("model_args")}
+        rows.append(row)
+    return _csv_text(columns, rows)
 
 
 # -- the report folder -----------------------------------------------------------------------------
 
-def write_report(board: Leaderboard, out_dir: Path) -> list[Path]:
-    """Write the five report files into ``out_dir`` (created) and return their paths.
+def _replace_figures(out_dir: Path, figures: Mapping[str, tuple[str, bytes]]) -> list[Path]:
+    """Write the figures into a fresh folder and swap it for ``figures/``, so no stale figure of
+    an earlier report (a measure since dropped) lingers."""
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{FIGURES_DIR}."))
+    try:
+        for name, (_, png) in figures.items():
+            (staging / name).write_bytes(png)
+        os.chmod(staging, 0o777 & ~_umask())
+        for f in staging.iterdir():
+            os.chmod(f, 0o666 & ~_umask())
+        target = out_dir / FIGURES_DIR
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{FIGURES_DIR}.old."))
+            os.replace(target, old / FIGURES_DIR)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [target / name for name in figures]
 
-    Everything is rendered in memory first, then each file is written atomically, so a failure
-    while rendering leaves any earlier report in the folder untouched.
+
+def write_report(board: Leaderboard, out_dir: Path, command: Sequence[str] | None = None) -> list[Path]:
+    """Write the report files and ``figures/`` into ``out_dir`` (created); return their paths.
+
+    ``command`` is the command line the report states it was made by (default ``sys.argv``);
+    a board that already carries its provenance keeps it. Everything is rendered in memory
+    first, then each file is written atomically, so a failure while rendering leaves any earlier
+    report in the folder untouched.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not board.provenance:
+        board = dataclasses.replace(board, provenance=provenance(board, command))
+    figures, notes = render_figures(board)
+    data = board.to_json()
+    data["table1"] = _table1_json(table1_rows(board))
+    data["figures"] = [f"{FIGURES_DIR}/{name}" for name in figures]
     contents = {
-        "leaderboard.json": json.dumps(json_safe(board.to_json()), indent=1, allow_nan=False, ensure_ascii=False) + "\n",
-        "leaderboard.md": render_markdown(board),
-        "leaderboard.html": render_html(board),
+        "leaderboard.json": json.dumps(json_safe(data), indent=1, allow_nan=False, ensure_ascii=False) + "\n",
+        "leaderboard.md": render_markdown(board, figures),
+        "leaderboard.html": render_html(board, figures, notes),
         "runs.csv": runs_csv(board),
         "measures.csv": measures_csv(board),
     }
-    return [_atomic_write(out_dir / name, contents[name]) for name in REPORT_FILES]
+    paths = [_atomic_write(out_dir / name, contents[name]) for name in REPORT_FILES]
+    return paths + _replace_figures(out_dir, figures)
 
 
 # -- terminal --------------------------------------------------------------------------------------
@@ -412,7 +722,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
     if board.controls_ok:
         caption = Text("Controls: OK", style="green")
     else:
-        caption = Text(_controls_line(board, md=False), style="bold red")
+        caption = Text(_controls_line(board), style="bold red" if board.evaluated else "yellow")
     table = Table(title=Text(f"gentest leaderboard: {board.suite}", style="bold"), caption=caption, caption_justify="left")
     for name, justify in (("#", "right"), ("measure", "left"), ("family", "left"), ("verdict", "left"),
                           ("sign-error", "right"), ("worst env", "left"), ("AUROC", "right"), ("τ-b", "right"),

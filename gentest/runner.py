@@ -6,6 +6,8 @@ most the run in progress and the next invocation picks up where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -54,6 +56,66 @@ def training_data(spec: RunSpec, data: DataCache) -> Randomized:
     return randomized
 
 
+def _train_each_once(specs: list[RunSpec], store: RunStore, device: torch.device, data: DataCache, progress: Progress) -> None:
+    """Train each spec unless another process does: take its run lock first, skip a locked
+    run and come back to it later (when its holder has stored it, there is nothing to do)."""
+    pending = list(dict.fromkeys(specs))
+    pause = 0.05
+    while pending:
+        locked = []
+        for spec in pending:
+            if spec.key in store:
+                continue
+            lock = store.try_lock(spec.key)
+            if lock is None:
+                locked.append(spec)
+                continue
+            with lock:
+                if spec.key not in store:  # not stored by another process meanwhile
+                    train_one(spec, store, device, data, progress, take_lock=False)
+        pending = locked
+        if pending:
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+
+def train_one(
+    spec: RunSpec,
+    store: RunStore,
+    device: torch.device,
+    data: DataCache,
+    progress: Progress | None = None,
+    *,
+    take_lock: bool = True,
+) -> Run:
+    """Train one spec and store it, unless the store has it already; return the stored run.
+
+    The run's lock is held while it trains, so two processes (or hosts) sharing the store never
+    both train it: the second waits for the first and then finds the run stored. A caller that
+    holds the lock already passes ``take_lock=False``.
+    """
+    progress = progress or Progress()
+    with store.lock(spec.key) if take_lock else contextlib.nullcontext():
+        if spec.key in store:  # trained by another process while we waited for the lock
+            return store.load(spec.key)
+        randomized = training_data(spec, data)
+        progress.run_started(spec, spec.train.max_epochs)
+        result = train(spec, randomized.data, device, on_epoch=progress.epoch_done)
+        run = store.save(
+            spec,
+            metrics=result.metrics,
+            curve=result.curve,
+            randomization=randomized.record,
+            weights={
+                "initial": result.initial_state,
+                "final": result.model.state_dict(),
+                "randomization": randomized.tensors,
+            },
+        )
+    progress.run_finished(run)
+    return run
+
+
 def train_missing(
     specs: Iterable[RunSpec],
     store: RunStore,
@@ -70,20 +132,5 @@ def train_missing(
     for spec in missing:  # fail on missing data before any training starts
         data.get(spec)
     progress.runs_planned(len(specs), len(missing))
-    for spec in missing:
-        randomized = training_data(spec, data)
-        progress.run_started(spec, spec.train.max_epochs)
-        result = train(spec, randomized.data, device, on_epoch=progress.epoch_done)
-        run = store.save(
-            spec,
-            metrics=result.metrics,
-            curve=result.curve,
-            randomization=randomized.record,
-            weights={
-                "initial": result.initial_state,
-                "final": result.model.state_dict(),
-                "randomization": randomized.tensors,
-            },
-        )
-        progress.run_finished(run)
+    _train_each_once(missing, store, device, data, progress)
     return [store.load(s.key) for s in specs]

@@ -40,7 +40,8 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
 * **Environments.** Following Dziugaite et al.'s worst case over environments, a pair's
   environment is ``run.environment`` (architecture × training setting, taken from the natural
   twin) plus ``"/"`` plus the randomized twin's kind, with ``"(p=…)"`` for label corruption,
-  e.g. ``"mnist1d/mlp/ab12/labels(p=0.5)"``. ``env_sign_errors`` maps each environment to its
+  e.g. ``"mnist1d/mlp hidden=[512] weight_decay=0.0/labels(p=0.5)"`` (names from
+  ``gentest.pipeline.environment_names``). ``env_sign_errors`` maps each environment to its
   mean ``ℓ``; ``worst_env_sign_error`` is the largest and ``worst_env`` its name (the first in
   sorted order if several share the maximum).
 
@@ -68,27 +69,84 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   degenerate (``lo == hi``). ``score_all`` uses the same ``seed`` for every measure, so all
   measures see the same resamples.
 
-* **Verdict** (thresholds in :data:`THRESHOLDS`):
+* **Undecided pairs** (stochastic measures). A measure whose value is an estimate (a
+  PAC-Bayes or sharpness search, a Hutchinson trace, a power iteration) records its standard
+  error with the value: ``ctx.record(uncertainty=<standard error>)``, which reaches scoring as
+  ``MeasureValue.extra["uncertainty"]`` (:func:`recorded_uncertainty`). A pair whose values
+  differ, but by no more than the twins' combined noise,
+  ``|μ_nat − μ_rand| <= z · sqrt(u_nat² + u_rand²)`` with ``z = THRESHOLDS["undecided_z"]``
+  (2: about a 95 % two-sided band for a normal difference), is *undecided*: the measure cannot
+  tell the twins apart beyond its own noise. It enters the sign-error as ½, like a tie (the
+  conservative choice: noise cannot make a measure look better than it is), but is counted in
+  ``n_undecided``, apart from the exact ties of ``n_ties``, and the reason says "k of n pairs
+  undecided within the measures' noise". A run without a recorded uncertainty has ``u = 0``;
+  with ``u = 0`` on both twins nothing is undecided. The band ignores any correlation between
+  the twins' estimates (common random numbers make the true noise of the difference smaller),
+  so it errs towards "undecided". An uncertainty that is negative, NaN or not a number makes
+  that value unusable: it counts in ``errors`` like a failed value.
+
+* **Kendall τ per environment.** ``env_kendall_tau`` maps each environment (``run.environment``,
+  without the randomization kind) that sweeps label corruption on its own (≥ 3 distinct p among
+  its "none" and "labels" runs) to τ-b between the oriented measure and the gap over those runs.
+
+* **Granulated consistency Ψ** (Jiang et al. 2020, section 4; anchors.md section 4). The
+  axes are the settings that vary in the suite: ``"randomization"`` (kind with its p), the
+  architecture ``"model"`` (model name and options together: an MLP's depth and a CNN's
+  channels are one choice, not two), ``"dataset"`` (name and options), and the training
+  settings (``run.settings``), where settings that vary together across the suite (a recipe
+  that changes weight decay and the lr schedule at once, or the stopping rule's accuracy and
+  loss thresholds) form one axis, named by joining them with ``+``. The seed is never an axis:
+  it is held fixed in every group. For axis i, the runs are grouped by every other axis and
+  the seed; ψ_i is the mean over groups of ≥ 2 runs of Jiang's τ (τ-a,
+  ``1/(n(n−1)) Σ_{a≠b} sign(μ_a − μ_b) sign(g_a − g_b)``, ties count 0, so a constant measure
+  scores 0 rather than being left out), and Ψ is the mean of the ψ_i that have a group.
+  ``psi_by_axis`` holds ψ_i (``None`` for an axis without a group of two runs); ``psi`` is
+  ``None`` when no axis has one. Only runs with a value take part. Since a pair group is a
+  group of the randomization axis, ψ_randomization = 1 − 2 · sign-error when every group is
+  one natural run and one twin.
+
+* **Verdict** (thresholds in :data:`THRESHOLDS`). The verdict is honest about its sample: it
+  rests on the bootstrap interval over seeds, not on the point estimate, so a verdict that
+  another machine (other floating-point rounding, so other trained networks) could flip is
+  reported as ``inconclusive`` rather than as a finding.
 
   - ``"error"``: the measure errored (value ``None``, or NaN) on at least one run, or no pair
     could be scored. Sign-error and the rest are still reported over the pairs that could be
     scored.
-  - ``"separates"``: ``sign_error <= 0.1``.
-  - ``"inverts"``: ``sign_error >= 0.9`` (it orders the twins, but the wrong way round; a
-    declared orientation may be wrong).
-  - ``"fails"``: anything between: it ties the twins or orders them no better than chance.
+  - ``"separates"``: the whole 95 % interval is ``<= 0.1`` (``separates_max_sign_error``).
+  - ``"inverts"``: the whole interval is ``>= 0.9`` (``inverts_min_sign_error``): it orders
+    the twins, but the wrong way round; a declared orientation may be wrong.
+  - ``"fails"``: the whole interval lies strictly between the two: it ties the twins or orders
+    them no better than chance, and more seeds would not change that.
+  - ``"inconclusive"``: the interval reaches a threshold from in between (e.g. [0.0, 0.2]), so
+    the seeds at hand cannot tell; the reason gives the interval and says "add seeds".
+    Also when the scored pairs come from fewer than ``min_seeds`` (2) seeds: one seed gives no
+    interval over seeds at all (the bootstrap of one seed is the point estimate), and a
+    verdict from one trained network per setting is exactly what flips on another machine.
+    Likewise without a bootstrap (``n_boot=0``).
 
   ``reason`` says why in a short phrase ("orders 9 of 9 pairs like the gap").
 
+  Which measures change verdict under this rule compared with the point-estimate rule: only
+  those whose interval straddles a threshold, and they become ``inconclusive``; a measure
+  right (or wrong) on every pair of at least two seeds keeps ``separates`` (``inverts``), and
+  one that ties every pair keeps ``fails``.
+
+* **Robust order.** ``score_all`` sorts by verdict, then by the robust score of Dziugaite et
+  al.: the worst-environment sign-error, then the mean sign-error, then the name. The report's
+  heatmap uses the same order.
+
 * **Controls** (DESIGN.md). ``control.gap`` (the gap itself, an oracle) must have sign-error 0
-  and separate; ``control.param_count`` (a property of the architecture alone) must tie every
-  pair and fail. If either does not, the suite is broken (e.g. twins with equal gaps, or twins
-  with different architectures), not the measures: see :func:`controls_ok`.
+  on every pair; ``control.param_count`` (a property of the architecture alone) must tie every
+  pair. These are conditions on the pairs, not on the verdict, so they hold on a one-seed suite
+  too. If either does not, the suite is broken (e.g. twins with equal gaps, or twins with
+  different architectures), not the measures: see :func:`controls_ok`.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -98,13 +156,16 @@ from scipy import stats
 
 from gentest.leaderboard import MeasureScore
 
-# Verdict thresholds on the mean sign-error (inclusive); the report prints them.
+# Verdict thresholds; the report prints them.
 THRESHOLDS: dict[str, float] = {
-    "separates_max_sign_error": 0.1,
-    "inverts_min_sign_error": 0.9,
+    "separates_max_sign_error": 0.1,  # the whole 95 % interval at or below this: separates
+    "inverts_min_sign_error": 0.9,  # the whole interval at or above this: inverts
+    "min_seeds": 2,  # fewer seeds among the scored pairs: no interval over seeds, inconclusive
+    "undecided_z": 2.0,  # a pair within z · (combined standard error) is undecided
 }
 NOT_APPLICABLE = "n/a"
-VERDICTS = ("separates", "inverts", "fails", "error", NOT_APPLICABLE)  # also the leaderboard's sort order
+INCONCLUSIVE = "inconclusive"
+VERDICTS = ("separates", "inverts", INCONCLUSIVE, "fails", "error", NOT_APPLICABLE)  # also the sort order
 ORIENTATIONS = ("higher-worse", "higher-better")
 NATURAL = "none"
 LABELS = "labels"
@@ -112,6 +173,8 @@ CI_PERCENTILES = (2.5, 97.5)
 MIN_SWEEP_LEVELS = 3  # distinct p among "none"/"labels" runs for Kendall tau to be computed
 CONTROL_GAP = "control.gap"
 CONTROL_PARAM_COUNT = "control.param_count"
+RANDOMIZATION_AXIS = "randomization"
+UNCERTAINTY_KEY = "uncertainty"  # MeasureValue.extra key a stochastic measure records (ctx.record)
 
 
 @dataclass(frozen=True)
@@ -124,7 +187,10 @@ class ScoredRun:
     p: float  # corruption level (0 for none, label-corruption probability for labels, else 1)
     seed: int
     gap: float  # train_acc - test_acc
-    environment: str  # architecture x training setting, e.g. "mnist1d/mlp/<settings-hash>"
+    environment: str  # architecture x training setting, e.g. "mnist1d/mlp hidden=[512]"
+    # Every setting but randomization and seed, as (name, canonical JSON value) pairs: "dataset",
+    # "dataset.<option>", "model", "model.<option>", "train.<setting>". The axes of Ψ.
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_natural(self) -> bool:
@@ -156,6 +222,12 @@ def pair_runs(runs: Sequence[ScoredRun]) -> list[tuple[ScoredRun, ScoredRun]]:
     return out
 
 
+def recorded_uncertainty(extra: Mapping[str, object] | None) -> object:
+    """The standard error a measure recorded with its value (``ctx.record(uncertainty=...)``),
+    or None. Returned as recorded; :func:`score_measure` checks it."""
+    return (extra or {}).get(UNCERTAINTY_KEY)
+
+
 def _sign(a: float, b: float) -> int:
     return (a > b) - (a < b)
 
@@ -170,12 +242,19 @@ def _check_runs(runs: Sequence[ScoredRun]) -> None:
             raise ValueError(f"run {r.key!r} has a non-finite gap {r.gap!r}")
 
 
+def _valid_uncertainty(u: object) -> bool:
+    return isinstance(u, numbers.Real) and not isinstance(u, bool) and not math.isnan(u) and u >= 0
+
+
 def _oriented_values(
-    runs: Sequence[ScoredRun], values: Mapping[str, float | None], orientation: str
-) -> dict[str, float]:
-    """Run key -> oriented value, for runs where the measure has a value (not None, not NaN)."""
+    runs: Sequence[ScoredRun], values: Mapping[str, float | None], orientation: str,
+    uncertainties: Mapping[str, object],
+) -> tuple[dict[str, float], int]:
+    """Run key -> oriented value, for runs where the measure has a usable value (not None, not
+    NaN, no invalid uncertainty); and how many values were dropped for their uncertainty."""
     sign = -1.0 if orientation == "higher-better" else 1.0
     out = {}
+    bad_uncertainty = 0
     for r in runs:
         v = values.get(r.key)
         if v is None:
@@ -183,8 +262,12 @@ def _oriented_values(
         v = float(v)
         if math.isnan(v):
             continue
+        u = uncertainties.get(r.key)
+        if u is not None and not _valid_uncertainty(u):
+            bad_uncertainty += 1
+            continue
         out[r.key] = sign * v
-    return out
+    return out, bad_uncertainty
 
 
 def _plural(n: int, word: str) -> str:
@@ -200,13 +283,15 @@ def score_measure(
     n_boot: int = 1000,
     seed: int = 0,
     not_applicable: Mapping[str, str] | None = None,
+    uncertainties: Mapping[str, object] | None = None,
 ) -> MeasureScore:
     """Score one measure over a suite's runs (see the module docstring for every definition).
 
     ``values[run.key]`` is the measure on that run, or ``None`` (or missing, or NaN) where it
     errored; those runs count in ``errors`` and their pairs are skipped. Runs in
     ``not_applicable`` (run key -> reason) are left out altogether; if that is every run the
-    verdict is "n/a" with the reason.
+    verdict is "n/a" with the reason. ``uncertainties[run.key]`` is the standard error the
+    measure recorded with that value, if any (see "Undecided pairs").
     """
     not_applicable = dict(not_applicable or {})
     if not_applicable:
@@ -219,7 +304,7 @@ def score_measure(
                 auroc=None, auroc_ci=None, kendall_tau=None, verdict=NOT_APPLICABLE, errors=0,
                 reason=f"does not apply: {reason}",
             )
-        score = score_measure(name, family, orientation, applicable, values, n_boot, seed)
+        score = score_measure(name, family, orientation, applicable, values, n_boot, seed, uncertainties=uncertainties)
         score.reason += f"; does not apply to {len(not_applicable)} of {len(runs)} runs ({reason})"
         return score
     if orientation not in ORIENTATIONS:
@@ -227,24 +312,32 @@ def score_measure(
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, not {n_boot}")
     _check_runs(runs)
-    mu = _oriented_values(runs, values, orientation)
+    uncertainties = dict(uncertainties or {})
+    mu, bad_uncertainty = _oriented_values(runs, values, orientation, uncertainties)
     errors = len(runs) - len(mu)
+    z = THRESHOLDS["undecided_z"]
 
     # Pairs and their sign-errors, kept as 2ℓ ∈ {0, 1, 2} so sums stay exact integers.
     loss2: list[int] = []
     pair_seeds: list[int] = []
     envs: list[str] = []
-    n_ties = n_gap_ties = 0
+    n_ties = n_undecided = n_gap_ties = 0
     for nat, rnd in pair_runs(runs):
         if nat.key not in mu or rnd.key not in mu:
             continue
         s_mu = _sign(mu[nat.key], mu[rnd.key])
+        if s_mu:
+            noise = math.hypot(float(uncertainties.get(nat.key) or 0.0), float(uncertainties.get(rnd.key) or 0.0))
+            undecided = noise > 0 and abs(mu[nat.key] - mu[rnd.key]) <= z * noise
+        else:
+            undecided = False
         s_gap = _sign(nat.gap, rnd.gap)
-        loss2.append(1 - s_mu * s_gap)
+        loss2.append(1 if undecided else 1 - s_mu * s_gap)
         pair_seeds.append(nat.seed)
         envs.append(environment_of(nat, rnd))
         n_ties += s_mu == 0
-        n_gap_ties += s_mu != 0 and s_gap == 0
+        n_undecided += undecided
+        n_gap_ties += s_mu != 0 and not undecided and s_gap == 0
     n_pairs = len(loss2)
 
     sign_error = sum(loss2) / (2 * n_pairs) if n_pairs else None
@@ -267,14 +360,18 @@ def score_measure(
         auroc = float(comparisons.sum() / comparisons.size)
 
     kendall_tau = _kendall_tau(runs, mu)
+    psi, psi_by_axis = granulated_consistency(runs, mu)
 
     sign_error_ci, auroc_ci = _bootstrap(
         runs, mu, np.array(loss2, dtype=float) / 2, pair_seeds, rand_runs, nat_runs, comparisons, n_boot, seed
     )
+    n_seeds = len(set(pair_seeds))
 
     verdict, reason = _verdict(
-        sign_error, n_pairs, loss2, n_ties, n_gap_ties, errors, len(runs)
+        sign_error, sign_error_ci, n_seeds, n_pairs, loss2, n_ties, n_undecided, n_gap_ties, errors, len(runs)
     )
+    if bad_uncertainty:
+        reason += f" ({bad_uncertainty} with an invalid uncertainty)"
     return MeasureScore(
         name=name,
         family=family,
@@ -292,8 +389,15 @@ def score_measure(
         errors=errors,
         n_ties=n_ties,
         reason=reason,
+        n_undecided=n_undecided,
+        n_seeds=n_seeds,
+        env_kendall_tau=_env_kendall_tau(runs, mu),
+        psi=psi,
+        psi_by_axis=psi_by_axis,
     )
 
+
+# -- Kendall tau and Psi -----------------------------------------------------------------------------
 
 def sweeps_label_corruption(runs: Sequence[ScoredRun]) -> bool:
     """Whether ``runs`` sweep p: at least 3 distinct p among "none" and "labels" runs."""
@@ -313,6 +417,85 @@ def _kendall_tau(runs: Sequence[ScoredRun], mu: Mapping[str, float]) -> float | 
     tau = float(stats.kendalltau(x, y).statistic)  # variant="b" (the default)
     return tau if math.isfinite(tau) else None
 
+
+def _env_kendall_tau(runs: Sequence[ScoredRun], mu: Mapping[str, float]) -> dict[str, float | None]:
+    by_env: dict[str, list[ScoredRun]] = defaultdict(list)
+    for r in runs:
+        by_env[r.environment].append(r)
+    return {env: _kendall_tau(members, mu) for env, members in sorted(by_env.items()) if sweeps_label_corruption(members)}
+
+
+def kendall_tau_a(x: Sequence[float], y: Sequence[float]) -> float:
+    """Jiang et al.'s τ: ``1/(n(n−1)) Σ_{a≠b} sign(x_a − x_b) sign(y_a − y_b)``; ties count 0."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("kendall_tau_a needs two sequences of equal length >= 2")
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    # Signs by comparison, so that infinities order (and equal infinities tie) as in the pairs.
+    sx = (xa[:, None] > xa[None, :]).astype(int) - (xa[:, None] < xa[None, :])
+    sy = (ya[:, None] > ya[None, :]).astype(int) - (ya[:, None] < ya[None, :])
+    n = len(xa)
+    return float((sx * sy).sum() / (n * (n - 1)))
+
+
+def _axis_of(setting: str) -> str:
+    """Model name and options are one axis ("model"), likewise the dataset; train settings stand alone."""
+    head = setting.split(".", 1)[0]
+    return head if head in ("model", "dataset") else setting
+
+
+def suite_axes(runs: Sequence[ScoredRun]) -> dict[str, dict[str, tuple]]:
+    """The axes of Ψ that vary in ``runs``: axis name -> run key -> that run's value on the axis.
+
+    ``randomization`` (kind with p), ``model`` and ``dataset`` (name and options), and the
+    training settings that vary, where settings inducing the same partition of the runs (they
+    only ever change together) are one axis named ``a+b``.
+    """
+    by_axis: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        for name, value in r.settings:
+            by_axis[_axis_of(name)][r.key].append((name, value))
+    values: dict[str, dict[str, tuple]] = {}
+    for axis, per_run in by_axis.items():
+        col = {r.key: tuple(sorted(per_run.get(r.key, ()))) for r in runs}
+        if len(set(col.values())) > 1:
+            values[axis] = col
+    # Merge axes that change together: same partition of the runs.
+    merged: dict[tuple, list[str]] = defaultdict(list)
+    for axis, col in values.items():
+        labels: dict[tuple, int] = {}
+        partition = tuple(labels.setdefault(col[r.key], len(labels)) for r in runs)
+        merged[partition].append(axis)
+    axes = {}
+    for names in merged.values():
+        names = sorted(names)
+        axes["+".join(n.removeprefix("train.") for n in names)] = {
+            r.key: tuple(values[n][r.key] for n in names) for r in runs
+        }
+    kinds = {r.key: (r.kind(),) for r in runs}
+    if len(set(kinds.values())) > 1:
+        axes[RANDOMIZATION_AXIS] = kinds
+    return dict(sorted(axes.items()))
+
+
+def granulated_consistency(
+    runs: Sequence[ScoredRun], mu: Mapping[str, float]
+) -> tuple[float | None, dict[str, float | None]]:
+    """Jiang et al.'s Ψ and its ψ per axis over the runs with a value (module docstring)."""
+    have = [r for r in runs if r.key in mu]
+    axes = suite_axes(runs)
+    by_axis: dict[str, float | None] = {}
+    for axis in axes:
+        others = [a for a in axes if a != axis]
+        groups: dict[tuple, list[ScoredRun]] = defaultdict(list)
+        for r in have:
+            groups[(r.seed, *(axes[a][r.key] for a in others))].append(r)
+        taus = [kendall_tau_a([mu[r.key] for r in g], [r.gap for r in g]) for g in groups.values() if len(g) >= 2]
+        by_axis[axis] = float(np.mean(taus)) if taus else None
+    defined = [v for v in by_axis.values() if v is not None]
+    return (float(np.mean(defined)) if defined else None), by_axis
+
+
+# -- bootstrap -----------------------------------------------------------------------------------------
 
 def _percentile_interval(samples: np.ndarray) -> tuple[float, float] | None:
     samples = samples[np.isfinite(samples)]
@@ -361,11 +544,16 @@ def _bootstrap(
     return se_ci, auroc_ci
 
 
+# -- verdict -------------------------------------------------------------------------------------------
+
 def _verdict(
     sign_error: float | None,
+    ci: tuple[float, float] | None,
+    n_seeds: int,
     n_pairs: int,
     loss2: list[int],
     n_ties: int,
+    n_undecided: int,
     n_gap_ties: int,
     errors: int,
     n_runs: int,
@@ -376,30 +564,47 @@ def _verdict(
             return "error", reason + ("; no pair could be scored" if not n_pairs else "")
         return "error", "no natural/randomized pair to score"
     assert sign_error is not None
-    right, wrong = loss2.count(0), loss2.count(2)
+    sep, inv = THRESHOLDS["separates_max_sign_error"], THRESHOLDS["inverts_min_sign_error"]
+    # Undecided pairs count ½ in loss2 like ties, but are neither right nor wrong.
+    right = sum(1 for l2 in loss2 if l2 == 0)
+    wrong = sum(1 for l2 in loss2 if l2 == 2)
     extras = []
     if n_ties:
         extras.append(f"ties {n_ties}")
+    if n_undecided:
+        extras.append(f"{n_undecided} of {_plural(n_pairs, 'pair')} undecided within the measures' noise")
     if n_gap_ties:
         extras.append(f"{_plural(n_gap_ties, 'pair')} with equal gaps")
-    if sign_error <= THRESHOLDS["separates_max_sign_error"]:
-        head = f"orders {right} of {_plural(n_pairs, 'pair')} like the gap"
-        if wrong:
-            extras.insert(0, f"inverts {wrong}")
-        return "separates", ", ".join([head, *extras])
-    if sign_error >= THRESHOLDS["inverts_min_sign_error"]:
-        head = f"inverts {wrong} of {_plural(n_pairs, 'pair')}"
-        if right:
-            extras.insert(0, f"orders {right} like the gap")
-        return "inverts", ", ".join([head, *extras])
-    if n_ties == n_pairs:
-        return "fails", f"ties every pair ({n_ties} of {n_pairs})"
-    head = f"orders {right} of {_plural(n_pairs, 'pair')} like the gap, inverts {wrong}"
-    return "fails", ", ".join([head, *extras]) + (
-        f": sign-error {sign_error:.2f} is neither <= {THRESHOLDS['separates_max_sign_error']:g}"
-        f" nor >= {THRESHOLDS['inverts_min_sign_error']:g}"
-    )
 
+    if n_ties == n_pairs:
+        counts = f"ties every pair ({n_ties} of {n_pairs})"
+    elif sign_error > 0.5:  # mostly inverted: lead with that
+        counts = ", ".join([f"inverts {wrong} of {_plural(n_pairs, 'pair')}"]
+                           + ([f"orders {right} like the gap"] if right else []) + extras)
+    else:
+        counts = ", ".join([f"orders {right} of {_plural(n_pairs, 'pair')} like the gap"]
+                           + ([f"inverts {wrong}"] if wrong else []) + extras)
+
+    if n_seeds < THRESHOLDS["min_seeds"]:
+        return INCONCLUSIVE, (f"{counts}; sign-error {sign_error:.2f} from {_plural(n_seeds, 'seed')}, "
+                              f"which gives no interval over seeds: add seeds")
+    if ci is None:
+        return INCONCLUSIVE, f"{counts}; sign-error {sign_error:.2f} without a bootstrap interval: add seeds"
+    lo, hi = ci
+    interval = f"95 % interval over {n_seeds} seeds [{lo:.2f}, {hi:.2f}]"
+    if hi <= sep:
+        return "separates", counts
+    if lo >= inv:
+        return "inverts", counts
+    if sep < lo and hi < inv:
+        if n_ties == n_pairs:
+            return "fails", counts
+        return "fails", f"{counts}: sign-error {sign_error:.2f}, {interval}, lies between {sep:g} and {inv:g}"
+    edge = f"{sep:g}" if lo <= sep else f"{inv:g}"
+    return INCONCLUSIVE, f"{counts}: sign-error {sign_error:.2f}, but its {interval} reaches {edge}: add seeds"
+
+
+# -- all measures and the controls -----------------------------------------------------------------
 
 def score_all(
     measures: list[tuple[str, str, str]],
@@ -408,35 +613,50 @@ def score_all(
     n_boot: int = 1000,
     seed: int = 0,
     not_applicable_by_measure: Mapping[str, Mapping[str, str]] | None = None,
+    uncertainties_by_measure: Mapping[str, Mapping[str, object]] | None = None,
 ) -> list[MeasureScore]:
     """Score every ``(name, family, orientation)``; best first.
 
-    Sorted by verdict (separates, inverts, fails, error), then sign-error ascending (none
-    last), then name. A measure missing from ``values_by_measure`` errored on every run.
+    Sorted by verdict (separates, inverts, inconclusive, fails, error, n/a), then by the robust
+    score: worst-environment sign-error, then mean sign-error (none last), then name. A measure
+    missing from ``values_by_measure`` errored on every run.
     """
     scores = [
         score_measure(
             name, family, orientation, runs, values_by_measure.get(name, {}), n_boot=n_boot, seed=seed,
             not_applicable=(not_applicable_by_measure or {}).get(name),
+            uncertainties=(uncertainties_by_measure or {}).get(name),
         )
         for name, family, orientation in measures
     ]
     return sorted(scores, key=_rank)
 
 
-def _rank(s: MeasureScore) -> tuple[int, float, str]:
-    return (VERDICTS.index(s.verdict), s.sign_error if s.sign_error is not None else math.inf, s.name)
+def robust_key(s: MeasureScore) -> tuple[float, float, str]:
+    """Dziugaite et al.'s robust order: worst-environment sign-error, then mean; None last."""
+    worst = s.worst_env_sign_error if s.worst_env_sign_error is not None else math.inf
+    mean = s.sign_error if s.sign_error is not None and math.isfinite(s.sign_error) else math.inf
+    return (worst, mean, s.name)
+
+
+def _rank(s: MeasureScore) -> tuple:
+    return (VERDICTS.index(s.verdict), *robust_key(s))
 
 
 def _error_phrase(s: MeasureScore) -> str:
     return f"{s.name} " + (s.reason if s.reason.startswith("errored") else f"has {s.reason}")
 
 
+BROKEN = "so the suite, not the measures, is broken."
+NOT_EVALUATED = "nothing has been evaluated yet: the store holds runs but no measure values (run gentest evaluate)."
+
+
 def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
     """Check the built-in controls; ``(True, "")`` or ``(False, one sentence why)``.
 
-    ``control.gap`` must separate with sign-error exactly 0; ``control.param_count`` must tie
-    every pair (``n_ties == n_pairs > 0``) and so fail. Otherwise the suite is broken.
+    ``control.gap`` must have sign-error exactly 0 (it orders every pair like the gap);
+    ``control.param_count`` must tie every pair (``n_ties == n_pairs > 0``). Otherwise the suite
+    is broken. The sentence ends with the conclusion; callers print it as it is.
     """
     by_name = {s.name: s for s in scores}
     missing: list[str] = []
@@ -447,7 +667,7 @@ def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
         missing.append(f"{CONTROL_GAP} was not evaluated")
     elif gap.verdict == "error":
         broken.append(_error_phrase(gap))
-    elif not (gap.sign_error == 0 and gap.verdict == "separates"):
+    elif not (gap.sign_error == 0 and gap.n_pairs > 0):
         what = f"{CONTROL_GAP} has sign-error {gap.sign_error:.3g} instead of 0"
         if gap.n_ties:
             what += f" ({gap.n_ties} of {_plural(gap.n_pairs, 'pair')} have equal gaps)"
@@ -460,14 +680,14 @@ def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
         missing.append(f"{CONTROL_PARAM_COUNT} was not evaluated")
     elif pc.verdict == "error":
         broken.append(_error_phrase(pc))
-    elif not (pc.n_pairs > 0 and pc.n_ties == pc.n_pairs and pc.verdict == "fails"):
+    elif not (pc.n_pairs > 0 and pc.n_ties == pc.n_pairs):
         broken.append(
             f"{CONTROL_PARAM_COUNT} differs between twins in {pc.n_pairs - pc.n_ties} of "
             f"{_plural(pc.n_pairs, 'pair')} (twins must share the architecture)"
         )
 
     if broken:
-        return False, "; ".join(broken + missing) + ", so the suite, not the measures, is broken."
+        return False, "; ".join(broken + missing) + ", " + BROKEN
     if missing:
         return False, "; ".join(missing) + ", so nothing checks that the suite itself is sound."
     return True, ""

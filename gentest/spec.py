@@ -49,7 +49,7 @@ class TrainSettings:
     lr_decay: float = 0.95
     batch_size: int = 128
     weight_decay: float = 0.0
-    augment: bool = False  # random crop (4-pixel zero padding) and horizontal flip; images only
+    augment: bool = False  # images: random crop (4-pixel zero padding) and flip; sequences: random shift by up to 4
     dropout: float = 0.0
     stop_train_acc: float = 1.0
     stop_train_loss: float | None = None

@@ -6,6 +6,7 @@ A suite file::
     name = "quick"
     description = "MNIST-1D, 3x512 MLP: natural vs random labels vs random pixels"
     measures = ["control.gap"]            # optional: what `gentest evaluate` runs
+    cost = "about 2 min on a 2-core CPU"  # optional: what running it costs, shown by `gentest suites`
 
     [base]                                # settings shared by every run
     dataset = "mnist1d"                   # a name, or a table {name = "cifar10", crop28 = true}
@@ -17,14 +18,20 @@ A suite file::
     randomization = ["none", "labels", { name = "labels", p = 0.5 }, "random-pixels"]
     seed = [0, 1, 2]
 
+Suite files are UTF-8. ``labels`` with ``p = 0`` corrupts nothing: it is the natural run and
+becomes ``"none"`` (same run key, trained once); settings that give the same run twice in a
+grid give it once.
+
 Built-in suites live in the repository's ``suites/`` folder (installed as ``gentest.builtin_suites``)
 and are found by name; any other argument is read as a path. Unknown keys, unknown names and
-out-of-range values raise :class:`GentestError` naming the file, the key and what is allowed.
+out-of-range (or non-finite: ``lr = inf``) values raise :class:`GentestError` naming the file,
+the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +44,7 @@ from gentest.spec import TRAIN_FIELDS, RunSpec, TrainSettings, freeze
 SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels", "learner")
 SETTING_KEYS = SPEC_KEYS + tuple(TRAIN_FIELDS)
 TOP_TABLES = ("suite", "base", "axes")
-SUITE_KEYS = ("name", "description", "measures")
+SUITE_KEYS = ("name", "description", "measures", "cost")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Suite:
     description: str
     specs: tuple[RunSpec, ...]
     measures: tuple[str, ...] = ()
+    cost: str = ""  # what running it costs, in words ("about 4 min on a 2-core CPU"); optional
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -67,6 +75,8 @@ def resolve_suite(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise GentestError(f"suite {path} is a folder; give a suite TOML file or a built-in name ({', '.join(sorted(builtins))})")
     raise GentestError(
         f"no suite '{name_or_path}': not a built-in ({', '.join(sorted(builtins))}) and no such file"
     )
@@ -76,7 +86,11 @@ def load_suite(name_or_path: str) -> Suite:
     """Read, validate and expand a suite given by built-in name or path."""
     path = resolve_suite(name_or_path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise GentestError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded); save the suite as UTF-8") from None
+    except OSError as e:
+        raise GentestError(f"{path}: cannot be read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise GentestError(f"{path}: not valid TOML ({e})") from None
     return parse_suite(doc, path)
@@ -109,8 +123,13 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
             raise fail(f"key '{key}'", "required in [base] or [axes]")
 
     measures = meta.get("measures", [])
-    if not isinstance(measures, list) or not all(isinstance(m, str) for m in measures):
+    if not isinstance(measures, list) or not all(isinstance(m, str) and m.strip() for m in measures):
         raise fail("[suite] measures", "must be a list of measure names")
+    if not isinstance(meta.get("cost", ""), str):
+        raise fail("[suite] cost", "must be a string, e.g. \"about 4 min on a 2-core CPU\"")
+    twice = sorted({m for m in measures if measures.count(m) > 1})
+    if twice:
+        raise fail("[suite] measures", f"'{twice[0]}' is listed twice")
 
     specs: dict[str, RunSpec] = {}
     for combo in itertools.product(*axes.values()):
@@ -119,6 +138,7 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
             spec = build_spec(settings)
         except GentestError as e:
             raise GentestError(f"{path}: {e}") from None
+        # Settings that mean the same run (labels with p = 0 and "none", say) give one spec.
         specs.setdefault(spec.key, spec)
     return Suite(
         name=str(meta.get("name", path.stem)),
@@ -126,6 +146,7 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
         description=str(meta.get("description", "")),
         specs=tuple(specs.values()),
         measures=tuple(measures),
+        cost=meta.get("cost", ""),
     )
 
 
@@ -155,13 +176,18 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
     if unknown:
         raise GentestError(f"randomization: option '{sorted(unknown)[0]}' is unknown; allowed: p")
     train = {k: settings[k] for k in TRAIN_FIELDS if k in settings}
+    p = part("randomization", lambda: canonical_p(randomization, rnd_args.get("p")))
+    if randomization == "labels" and p == 0.0:
+        # No label corrupted: the natural run itself. The same key as "none", so it is trained
+        # once and scored as the natural twin of its pair, not as a randomized twin with gap 0.
+        randomization = "none"
     return RunSpec(
         dataset=dataset,
         dataset_args=freeze(part("dataset", lambda: validate_options(dataset, dataset_args))),
         model=model,
         model_args=freeze(part("model", lambda: _model_options(model, model_args)) if learner == "sgd" else {}),
         randomization=randomization,
-        p=part("randomization", lambda: canonical_p(randomization, rnd_args.get("p"))),
+        p=p,
         seed=settings.get("seed", 0),
         corrupt_test_labels=bool(settings.get("corrupt_test_labels", False)),
         train=TrainSettings(**train),
@@ -229,5 +255,6 @@ def _setting_error(key: str, value: Any, fail) -> None:
         return  # dataset, model, randomization: checked by their registries in build_spec
     types, ok, allowed = _RULES[key]
     is_bool = isinstance(value, bool)
-    if (is_bool and bool not in types) or not isinstance(value, types) or not ok(value):
-        raise fail(f"{value!r} is not allowed; expected {allowed}")
+    not_finite = isinstance(value, float) and not math.isfinite(value)  # inf passes "> 0" but trains NaN weights
+    if (is_bool and bool not in types) or not isinstance(value, types) or not_finite or not ok(value):
+        raise fail(f"{value!r} is not allowed; expected {allowed}{' (finite)' if not_finite else ''}")

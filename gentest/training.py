@@ -71,6 +71,21 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
     return torch.where(flip, cropped.flip(-1), cropped)
 
 
+def augment_sequence_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The 1-D analog of the paper's random crop, for sequences (MNIST-1D): zero-pad ``pad``
+    positions at both ends and keep a random window of the original length, per example (a
+    random shift by up to ``pad`` positions). No flip: a reversed MNIST-1D pattern is another
+    pattern, not the same digit."""
+    squeeze = x.dim() == 2  # (b, L) or (b, C, L)
+    seq = x[:, None, :] if squeeze else x
+    b, c, length = seq.shape
+    padded = F.pad(seq, (pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    index = (offsets[:, None] + torch.arange(length, device=x.device))[:, None, :].expand(b, c, length)
+    out = padded.gather(2, index)
+    return out[:, 0, :] if squeeze else out
+
+
 def train(
     spec: RunSpec, data: DataSplit, device: torch.device, on_epoch: EpochCallback | None = None
 ) -> TrainResult:
@@ -80,8 +95,10 @@ def train(
 
         return fit(spec, data, device)
     settings = spec.train
-    if settings.augment and len(data.input_shape) != 3:
-        raise GentestError(f"augment applies to images (C, H, W); {data.name} inputs have shape {data.input_shape}")
+    if settings.augment and len(data.input_shape) not in (1, 2, 3):
+        raise GentestError(f"augment applies to images (C, H, W) and sequences (L) or (C, L); {data.name} inputs "
+                           f"have shape {data.input_shape}")
+    augment = augment_batch if len(data.input_shape) == 3 else augment_sequence_batch
     init_gen = torch.Generator().manual_seed(spec.seed_for("init"))
     order_gen = torch.Generator().manual_seed(spec.seed_for("order"))
     aug_gen = torch.Generator().manual_seed(spec.seed_for("augment"))
@@ -132,7 +149,7 @@ def train(
                 idx = order[i : i + settings.batch_size]
                 xb, yb = x_train[idx], y_train[idx]
                 if settings.augment:
-                    xb = augment_batch(xb, aug_gen)
+                    xb = augment(xb, aug_gen)
                 loss = F.cross_entropy(model(xb), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

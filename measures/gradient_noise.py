@@ -43,9 +43,10 @@ because for a module without an extension first-order BackPACK only warns and le
 parameters without statistics. Custom containers whose parameters all live in supported
 leaf modules (Linear, Conv, eval-mode BatchNorm) are fine: first-order BackPACK needs only
 each leaf's input and output gradient, so gentest's Inception (branches concatenated in
-custom blocks) is computed exactly. Its ``ShiftOnlyBatchNorm2d`` (a BatchNorm2d subclass with
-a fixed unit scale) is given BackPACK's BatchNorm extension, which BackPACK looks up by exact
-class.
+custom blocks) is computed exactly. BatchNorm2d subclasses that keep BatchNorm2d's forward
+(its ``ShiftOnlyBatchNorm2d``, with a fixed unit scale) are given BackPACK's BatchNorm
+extension, which BackPACK looks up by exact class (found with the context's
+``standard_batchnorm_subclasses`` query, not by importing a model class).
 """
 
 from __future__ import annotations
@@ -56,9 +57,8 @@ import warnings
 import torch
 from torch import nn
 
-from gentest.context import MeasureContext
+from gentest.context import MeasureContext, standard_batchnorm_subclasses
 from gentest.errors import NotApplicable
-from gentest.models import ShiftOnlyBatchNorm2d
 from gentest.registry import measure
 
 SUBSAMPLE = 1024  # training examples, drawn once per run (see the module docstring)
@@ -164,10 +164,11 @@ def compute_stats(ctx) -> torch.Tensor:
     sum_norm = torch.zeros((), dtype=torch.float64, device=x.device)
     grad_sum = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     extension = BatchL2Grad()
-    # gentest's shift-only BatchNorm (the default Inception) computes exactly nn.BatchNorm2d
-    # with a fixed unit scale (a buffer, so only the shift gets statistics); BackPACK looks
-    # extensions up by exact class, so map it to the BatchNorm one.
-    extension.set_module_extension(ShiftOnlyBatchNorm2d, BatchL2BatchNorm())
+    # BatchNorm2d subclasses that keep its forward (gentest's shift-only BatchNorm, the default
+    # Inception: a fixed unit scale as a buffer, so only the shift gets statistics) compute
+    # exactly nn.BatchNorm2d; BackPACK looks extensions up by exact class, so map them to it.
+    for bn_class in standard_batchnorm_subclasses(model):
+        extension.set_module_extension(bn_class, BatchL2BatchNorm())
     try:
         with _as_not_applicable():
             extend(model)

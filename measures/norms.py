@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gentest.context import Layer
+from gentest.context import Layer, concatenates_children
 from gentest.errors import NotApplicable
 from gentest.registry import measure
 
@@ -309,10 +309,9 @@ _PATH_ADAPTIVE_AVGPOOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Adaptiv
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _path_containers() -> tuple[type, ...]:
-    from gentest.models import DownsampleBlock, InceptionBlock  # concatenation of branches
-
-    return (nn.Sequential, InceptionBlock, DownsampleBlock)
+def _is_path_container(module: nn.Module) -> bool:
+    """nn.Sequential, or a container that concatenates its children's outputs (its paths add up)."""
+    return isinstance(module, nn.Sequential) or concatenates_children(module)
 
 
 class _PathAvgPool(nn.Module):
@@ -330,11 +329,11 @@ class _PathAvgPool(nn.Module):
             n = getattr(pool, "divisor_override", None) or math.prod(_as_tuple(pool.kernel_size, y.dim() - 2))
             return y * float(n) ** (1.0 - self.p)
         # Adaptive: along each axis, output i averages input[floor(i·L/O) : ceil((i+1)·L/O)].
-        counts = torch.ones((), dtype=y.dtype)
+        counts = torch.ones((), dtype=y.dtype, device=y.device)
         spatial = y.dim() - 2
         for axis in range(spatial):
             size_in, size_out = x.shape[2 + axis], y.shape[2 + axis]
-            i = torch.arange(size_out)
+            i = torch.arange(size_out, device=y.device)
             n = torch.div((i + 1) * size_in + size_out - 1, size_out, rounding_mode="floor") - torch.div(
                 i * size_in, size_out, rounding_mode="floor"
             )
@@ -353,7 +352,6 @@ def path_network(model: nn.Module, p: float) -> nn.Module:
     zero, and average pools re-weighted (see :func:`path_norm`). NotApplicable for modules the
     path norm is not defined for here."""
     net = copy.deepcopy(model).double().eval()
-    containers = _path_containers()
     replace = []
     for name, module in net.named_modules():
         where = f"'{name}'" if name else "the model"
@@ -375,14 +373,14 @@ def path_network(model: nn.Module, p: float) -> nn.Module:
             replace.append(name)
         elif isinstance(module, _PATH_PASSTHROUGH + _PATH_MAXPOOL):
             pass
-        elif isinstance(module, containers):
+        elif _is_path_container(module):
             if any(True for _ in module.parameters(recurse=False)):
                 raise NotApplicable(f"path norm: {type(module).__name__} at {where} holds parameters of its own")
         else:
             raise NotApplicable(
                 f"path norm is not defined here for {type(module).__name__} at {where} (supported: Linear, Conv, "
                 "ReLU, max/average pooling, Flatten, Dropout, Identity, folded BatchNorm; nn.Sequential and the "
-                "Inception blocks as containers)"
+                "containers that declare concatenates_children, e.g. the Inception blocks)"
             )
     for name in replace:
         if not name:  # the model itself is a pool
@@ -424,8 +422,9 @@ def path_norm(model: nn.Module, input_shape, p: float) -> float:
 def path_sum(model: nn.Module, input_shape, p: float) -> float:
     """Σ_paths Π_{e∈path} |w_e|^p = f_{|W|^p}(𝟙), the p-th power of :func:`path_norm` (same conventions)."""
     net = path_network(model, p)
+    device = next((t.device for t in net.parameters()), torch.device("cpu"))  # the model's (CPU or GPU)
     with torch.no_grad():
-        total = net(torch.ones((1, *tuple(input_shape)), dtype=torch.float64)).sum().item()
+        total = net(torch.ones((1, *tuple(input_shape)), dtype=torch.float64, device=device)).sum().item()
     if not math.isfinite(total):
         raise ValueError(f"the l{p:g} path norm overflows float64 ({total})")
     return total

@@ -62,3 +62,20 @@ def test_unknown_dataset_and_data_root_default(monkeypatch, tmp_path):
         load_dataset("imagenet")
     monkeypatch.setenv("GENTEST_DATA_ROOT", str(tmp_path))
     assert default_data_root() == tmp_path
+
+
+def test_mnist1d_is_kept_on_disk_once_generated_and_a_damaged_copy_is_regenerated(tmp_path):
+    import torch
+
+    from gentest.datasets import _generate_mnist1d, load_dataset
+
+    first = load_dataset("mnist1d", data_root=tmp_path)
+    (cached,) = (tmp_path / "mnist1d").glob("mnist1d-*.pt")
+    again = load_dataset("mnist1d", data_root=tmp_path)  # from the file
+    generated = _generate_mnist1d()
+    for a, b, g in zip((first.x_train, first.y_train, first.x_test, first.y_test),
+                       (again.x_train, again.y_train, again.x_test, again.y_test), generated):
+        assert torch.equal(a, b) and torch.equal(a, g)
+    cached.write_bytes(b"garbage")
+    healed = load_dataset("mnist1d", data_root=tmp_path)
+    assert torch.equal(healed.x_train, generated[0]) and cached.stat().st_size > 1000

@@ -95,7 +95,7 @@ def test_measures_lists_builtins_with_source(capsys):
     code, out, _ = run_cli(capsys, "measures", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and {"control.gap", "control.param_count", "norm.param_l2"} <= set(rows)
-    assert rows["norm.param_l2"]["source"] == "entry point measures.norms (gentest)"
+    assert rows["norm.param_l2"]["source"] == "entry point measures.norms (gentest-harness)"
     assert {"name", "family", "orientation", "requires", "source"} <= set(rows["control.gap"])
 
 

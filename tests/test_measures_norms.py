@@ -530,3 +530,33 @@ def test_margin_normalized_norms_reject_a_non_positive_margin():
     for name in OVER_MARGIN_MEASURES:
         with pytest.raises(ValueError, match="margin is .* <= 0"):
             call(name, ctx)
+
+
+class _UserConcat(nn.Module):
+    """A user's own branch-concatenating block, declared through the support query."""
+
+    concatenates_children = True
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 1), nn.Linear(2, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+def test_path_norm_walks_any_container_that_declares_concatenates_children():
+    from measures.norms import path_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(_UserConcat(), nn.ReLU(), nn.Linear(2, 1))
+    wa, wb, v = model[0].a.weight[0], model[0].b.weight[0], model[2].weight[0]
+    # Brute force: every input i → branch k → output path, with weights |w_ki| · |v_k|.
+    brute = sum(abs(w[i].item()) * abs(v[k].item()) for k, w in enumerate((wa, wb)) for i in range(2))
+    assert path_norm(model, (2,), 1.0) == pytest.approx(brute, rel=1e-12)
+    _UserConcat.concatenates_children = False
+    try:
+        with pytest.raises(NotApplicable, match="_UserConcat"):
+            path_norm(model, (2,), 1.0)
+    finally:
+        _UserConcat.concatenates_children = True

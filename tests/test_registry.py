@@ -14,7 +14,7 @@ def test_builtins_register_through_the_entry_point_group():
     assert {"control.gap", "control.param_count"} <= set(found)
     gap = found["control.gap"]
     assert gap.family == "control" and gap.orientation == "higher-worse"
-    assert gap.source.startswith("entry point measures.controls (gentest)")
+    assert gap.source.startswith("entry point measures.controls (gentest-harness)")
     assert gap.description.startswith("The generalization gap")
 
 

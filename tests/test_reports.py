@@ -15,7 +15,7 @@ from rich.console import Console
 from gentest import plots
 from gentest.leaderboard import MEASURE_KEYS, RUN_KEYS, Leaderboard, MeasureScore, MeasureValue
 from gentest.reports import (
-    REPORT_FILES, fmt, fmt_ci, fmt_pct, json_safe, leaderboard_table, run_columns, write_report,
+    FIGURES_DIR, REPORT_FILES, fmt, fmt_ci, fmt_pct, json_safe, leaderboard_table, run_columns, write_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -82,16 +82,22 @@ def make_board(sweep: bool = True, controls_ok: bool = True) -> Leaderboard:
 def report(tmp_path_factory) -> tuple[Leaderboard, Path, list[Path]]:
     board = make_board()
     out = tmp_path_factory.mktemp("report") / "nested" / "out"
-    return board, out, write_report(board, out)
+    return board, out, write_report(board, out, command=["gentest", "report", "--out", "x"])
 
 
 # -- files -----------------------------------------------------------------------------------------
 
 def test_writes_all_five_files_and_no_temporaries(report):
     _, out, paths = report
-    assert [p.name for p in paths] == list(REPORT_FILES)
-    assert all(p.is_file() and p.stat().st_size > 0 and p.parent == out for p in paths)
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    assert [p.name for p in paths[: len(REPORT_FILES)]] == list(REPORT_FILES)
+    assert all(p.is_file() and p.stat().st_size > 0 and p.parent == out for p in paths[: len(REPORT_FILES)])
+    figures = paths[len(REPORT_FILES):]
+    # heatmap, Fig. 1a, 1b, 1c, and one small multiple per measure with values
+    assert [p.name for p in figures] == ["heatmap-sign-error.png", "fig1a-train-loss.png", "fig1b-time-to-fit.png",
+                                         "fig1c-test-error.png", "measure-sharpness.png", "measure-path_norm.png"]
+    assert all(p.parent == out / FIGURES_DIR and p.read_bytes().startswith(PNG_MAGIC) for p in figures)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*REPORT_FILES, FIGURES_DIR])
+    assert sorted(p.name for p in (out / FIGURES_DIR).iterdir()) == sorted(p.name for p in figures)
 
 
 def test_json_has_stable_keys_round_trips_and_is_nan_free(report):
@@ -130,8 +136,10 @@ def test_html_is_self_contained_and_escaped(report):
     page = (out / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page
     images = _images(page)
-    # learning curves + sweep + one per measure with values (broken_measure has none)
-    assert len(images) == 4
+    # heatmap, Fig. 1a/1b/1c, one per measure with values (broken_measure has none); the same
+    # bytes as the PNG files
+    assert len(images) == 6
+    assert sorted(images) == sorted(p.read_bytes() for p in (out / FIGURES_DIR).iterdir())
     assert all(img.startswith(PNG_MAGIC) for img in images)
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, re.I)
     assert "<script" not in page.lower() and "<link" not in page.lower()
@@ -141,6 +149,7 @@ def test_html_is_self_contained_and_escaped(report):
     for verdict in ("separates", "fails", "error"):
         assert f"v-{verdict}" in page
     assert "Controls: OK" in page
+    assert "gentest report --out x" in page  # how it was made
     for run in board.runs:
         assert run["key"] in page
 
@@ -161,14 +170,15 @@ def test_markdown_has_controls_measures_verdicts_and_sections(report):
     assert "<script>" not in md
     # leaderboard rows are well formed: every row of the table has the header's cell count
     table = [line for line in md.splitlines() if line.startswith("| ") and "sharpness" in line]
-    assert table and table[0].count(" | ") == 11
+    assert table and table[0].count(" | ") == 14
 
 
 def test_markdown_and_html_say_when_controls_failed(tmp_path):
     board = make_board(controls_ok=False)
     write_report(board, tmp_path)
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "**Controls failed: natural runs did not beat their random-label twins** — the suite is broken, not the measures" in md
+    assert "**Controls failed: natural runs did not beat their random-label twins**" in md
+    assert "the suite is broken, not the measures" not in md  # the message says it once, the report adds nothing
     assert "Controls: OK" not in md
     page = (tmp_path / "leaderboard.html").read_text()
     assert "Controls failed: natural runs did not beat their random-label twins" in page
@@ -193,8 +203,9 @@ def test_measures_csv(report):
     with open(out / "measures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(board.values)
-    assert list(rows[0].keys()) == ["run_key", "measure", "version", "value", "error", "seconds",
-                                    "dataset", "model", "randomization", "p", "seed"]
+    assert list(rows[0].keys()) == ["run_key", "measure", "version", "value", "error", "seconds", "uncertainty",
+                                    "dataset", "model", "randomization", "p", "seed", "environment", "dataset_args",
+                                    "model_args"]
     runs = {r["key"]: r for r in board.runs}
     for row, v in zip(rows, board.values):
         assert row["run_key"] == v.run_key and row["measure"] == v.measure
@@ -212,7 +223,8 @@ def test_rewriting_a_report_replaces_it(tmp_path):
     write_report(make_board(sweep=False), tmp_path)
     with open(tmp_path / "runs.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(REPORT_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*REPORT_FILES, FIGURES_DIR])
+    assert not (tmp_path / FIGURES_DIR / "fig1b-time-to-fit.png").exists()  # no sweep any more: no stale figure
 
 
 # -- plots -----------------------------------------------------------------------------------------
@@ -239,7 +251,8 @@ def test_corruption_sweep_none_without_sweep():
 def test_report_without_sweep_has_one_plot_fewer(tmp_path):
     write_report(make_board(sweep=False), tmp_path)
     images = _images((tmp_path / "leaderboard.html").read_text())
-    assert len(images) == 3 and all(img.startswith(PNG_MAGIC) for img in images)
+    # heatmap, Fig. 1a and the two measures; no Fig. 1b/1c without a sweep
+    assert len(images) == 4 and all(img.startswith(PNG_MAGIC) for img in images)
 
 
 def test_kind_order_natural_first():
@@ -281,3 +294,4 @@ def test_report_files_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths)
+    assert (tmp_path / "out" / FIGURES_DIR).stat().st_mode & 0o777 == 0o755

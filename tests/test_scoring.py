@@ -144,8 +144,13 @@ def test_mixed_case_by_hand():
     assert sc.worst_env == f"{ENV}/gaussian" and sc.worst_env_sign_error == 0.5
     # AUROC: randomized values {0.82, 0.83, 0.84, 0.0} vs natural {0.05, 0.06}: 6 of 8 above.
     assert sc.auroc == 6 / 8
-    assert sc.verdict == "fails"
-    assert sc.reason.startswith("orders 3 of 4 pairs like the gap, inverts 1: sign-error 0.25")
+    # Seed 0 orders both its pairs right (0), seed 1 one of two (0.5): resampling the two seeds
+    # gives 0 (p = 1/4), 0.25 (1/2) or 0.5 (1/4), so the interval is [0, 0.5]. It reaches the
+    # 0.1 threshold: the two seeds cannot tell "fails" from "separates".
+    assert sc.sign_error_ci == (0.0, 0.5)
+    assert sc.verdict == "inconclusive"
+    assert sc.reason == ("orders 3 of 4 pairs like the gap, inverts 1: sign-error 0.25, but its 95 % interval "
+                         "over 2 seeds [0.00, 0.50] reaches 0.1: add seeds")
 
 
 def test_tie_counts_half_and_gap_tie_counts_half():
@@ -154,7 +159,11 @@ def test_tie_counts_half_and_gap_tie_counts_half():
     values[f"{ENV}/s0/labels1"] = values[f"{ENV}/s0/none"]  # a tie in the measure
     sc = score(runs, values)
     assert sc.n_ties == 1 and sc.sign_error == 0.5 / 4
-    assert sc.verdict == "fails"  # 0.125 > 0.1
+    # Per seed 0.5, 0, 0, 0. A resample's mean is 0.5 · c / 4 with c ~ Binomial(4, 1/4) draws of
+    # seed 0: P(c = 0) = 0.32 puts the 2.5th percentile at 0; P(c >= 3) = 0.051 and P(c = 4) =
+    # 0.004 put the 97.5th at c = 3, i.e. 0.375.
+    assert sc.sign_error_ci == (0.0, 0.375)
+    assert sc.verdict == "inconclusive" and sc.reason.endswith("add seeds")
 
     # Equal gaps with different measure values: ℓ = ½ too, but not a measure tie.
     eq = [run("n", "g", gap=0.3), run("r", "g", "labels", gap=0.3)]
@@ -164,16 +173,23 @@ def test_tie_counts_half_and_gap_tie_counts_half():
 
 
 def test_thresholds_are_inclusive():
-    assert THRESHOLDS == {"separates_max_sign_error": 0.1, "inverts_min_sign_error": 0.9}
-    runs = suite(seeds=tuple(range(10)))
+    assert THRESHOLDS == {"separates_max_sign_error": 0.1, "inverts_min_sign_error": 0.9, "min_seeds": 2, "undecided_z": 2.0}
+    # Ten environments, two seeds: one of ten pairs wrong in each seed, so every resample of the
+    # seeds has sign-error exactly 0.1 and the interval is [0.1, 0.1]: at the threshold, separates.
+    runs = suite(seeds=(0, 1), envs=[f"e{i}" for i in range(10)])
     values = gap_values(runs)
-    values[f"{ENV}/s0/labels1"] = -1.0  # one of ten pairs wrong: exactly 0.1
-    sc = score(runs, values, n_boot=0)
-    assert sc.sign_error == 0.1 and sc.verdict == "separates"
-    assert sc.reason == "orders 9 of 10 pairs like the gap, inverts 1"
-    neg = score(runs, {k: -v for k, v in values.items()}, n_boot=0)
-    assert neg.sign_error == 0.9 and neg.verdict == "inverts"
-    assert neg.sign_error_ci is None and neg.auroc_ci is None
+    values["e0/s0/labels1"] = -1.0
+    values["e7/s1/labels1"] = -1.0
+    sc = score(runs, values)
+    assert sc.sign_error == 0.1 and sc.sign_error_ci == (0.1, 0.1) and sc.verdict == "separates"
+    assert sc.reason == "orders 18 of 20 pairs like the gap, inverts 2"
+    neg = score(runs, {k: -v for k, v in values.items()})
+    assert neg.sign_error == 0.9 and neg.sign_error_ci == (0.9, 0.9) and neg.verdict == "inverts"
+    assert neg.reason == "inverts 18 of 20 pairs, orders 2 like the gap"
+    # Without a bootstrap there is no interval, so no verdict but inconclusive.
+    none = score(runs, values, n_boot=0)
+    assert none.sign_error_ci is None and none.auroc_ci is None
+    assert none.verdict == "inconclusive" and "without a bootstrap interval: add seeds" in none.reason
 
 
 # --- AUROC --------------------------------------------------------------------------------

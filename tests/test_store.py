@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -10,7 +11,8 @@ import torch
 
 from gentest.errors import GentestError
 from gentest.spec import RunSpec
-from gentest.store import RunStore
+from gentest.locks import this_host
+from gentest.store import DamagedRunError, RunStore
 
 SPEC = RunSpec(dataset="synthetic", model="mlp", randomization="labels", p=1.0, seed=2)
 METRICS = {
@@ -52,9 +54,17 @@ def test_weights_load_refuses_arbitrary_pickles(tmp_path):
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
+    # The attacker rewrites run.json's checksum too, so the file reaches torch.load.
     torch.save({"final": Evil()}, run.path / "weights.pt")
-    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+    blob = (run.path / "weights.pt").read_bytes()
+    record = json.loads((run.path / "run.json").read_text())
+    record["weights"].update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+    (run.path / "run.json").write_text(json.dumps(record))
+    run = store.load(SPEC.key)
+    with pytest.raises(DamagedRunError, match="[Ww]eights only load failed|Unsupported global") as e:
         run.weights()
+    assert "not tensors" in e.value.damage.reason and e.value.damage.moved_to.parent == store.quarantine_dir
+    assert SPEC.key not in store
 
 
 def test_a_crash_mid_write_leaves_no_run_and_its_debris_is_cleaned(tmp_path):
@@ -72,8 +82,9 @@ def test_a_crash_mid_write_leaves_no_run_and_its_debris_is_cleaned(tmp_path):
         torch.save = orig
     assert store.keys() == [] and SPEC.key not in store
     # A SIGKILL would not have run the `finally` cleanup: simulate its staging folder.
-    (store.tmp_dir / f"{SPEC.key}.999999999.dead").mkdir(parents=True)
-    (store.tmp_dir / f"{SPEC.key}.999999999.dead" / "weights.pt").write_bytes(b"half")
+    dead = store.tmp_dir / f"{SPEC.key}.{this_host()}.999999999.dead"
+    dead.mkdir(parents=True)
+    (dead / "weights.pt").write_bytes(b"half")
     assert store.clean_debris() == 1
     assert list(store.tmp_dir.iterdir()) == []
     save(store)

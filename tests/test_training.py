@@ -109,7 +109,23 @@ def test_augment_crops_and_flips_each_image_independently():
     assert len({tuple(o.flatten().tolist()) for o in out}) > 10
 
 
-def test_augment_refuses_non_image_inputs():
-    spec = tiny_spec(augment=True)
-    with pytest.raises(GentestError, match=r"augment applies to images \(C, H, W\)"):
-        train(spec, data_for(spec), CPU)
+def test_sequence_augment_shifts_each_sequence_by_at_most_pad_with_zero_fill():
+    from gentest.training import augment_sequence_batch
+
+    x = torch.arange(1, 41, dtype=torch.float32).repeat(200, 1)  # (200, 40), as MNIST-1D
+    out = augment_sequence_batch(x, torch.Generator().manual_seed(0), pad=4)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x[0], (4, 4))
+    windows = [padded[s : s + 40] for s in range(9)]  # brute force: every allowed shift
+    shifts = [next(s for s, w in enumerate(windows) if torch.equal(o, w)) for o in out]
+    assert set(shifts) == set(range(9))  # each shift occurs, nothing else does
+    chans = augment_sequence_batch(x[:, None, :], torch.Generator().manual_seed(0), pad=4)
+    assert torch.equal(chans[:, 0, :], out)  # (b, C, L) gives the same windows
+
+
+def test_augment_trains_on_sequences_and_is_seeded():
+    spec = tiny_spec(augment=True, max_epochs=2)
+    a, b = train(spec, data_for(spec), CPU), train(spec, data_for(spec), CPU)
+    plain = train(tiny_spec(max_epochs=2), data_for(spec), CPU)
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    assert not torch.equal(a.model.state_dict()["1.weight"], plain.model.state_dict()["1.weight"])

@@ -57,3 +57,36 @@ def test_baseline_plain_pytorch_loop(benchmark, data):
 def test_gentest_train(benchmark, data):
     result = benchmark.pedantic(train, args=(SPEC, data, torch.device("cpu")), rounds=3, iterations=1)
     assert result.metrics["epochs"] == EPOCHS
+
+
+def sgemm_peak_flops() -> float:
+    """This machine's float32 matmul rate with torch's current thread count (the roofline)."""
+    import time
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    n, start = 20, time.perf_counter()
+    for _ in range(n):
+        a @ b
+    return n * 2 * 1024**3 / (time.perf_counter() - start)
+
+
+def mlp_train_flops_per_sample(widths: list[int]) -> float:
+    """Forward 2·Σ fan_in·fan_out multiply-adds per sample; backward about twice that."""
+    return 3 * 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+@pytest.mark.benchmark(group="train-throughput-mnist1d-mlp3x512")
+def test_gentest_train_throughput(benchmark, data):
+    """Samples/s and achieved FLOP/s of gentest's training, against sgemm measured now."""
+    result = benchmark.pedantic(train, args=(SPEC, data, torch.device("cpu")), rounds=3, iterations=1)
+    samples = EPOCHS * len(data.x_train)
+    seconds = result.metrics["wall_s"]
+    flops = samples * mlp_train_flops_per_sample([40, 512, 512, 512, 10])
+    peak = sgemm_peak_flops()
+    benchmark.extra_info.update(
+        samples_per_s=samples / seconds, achieved_gflops=flops / seconds / 1e9, sgemm_peak_gflops=peak / 1e9,
+        fraction_of_peak=flops / seconds / peak, threads=torch.get_num_threads(),
+    )
+    assert 0 < flops / seconds
