@@ -29,11 +29,16 @@ Conventions that measures rely on:
   :class:`~gentest.errors.NotApplicable`. ``layers(fold_bn=False)`` is the raw view (no
   folding, never raises for that reason); :meth:`MeasureContext.folded_model` is the folded
   network itself (BatchNorm replaced by ``nn.Identity``).
+- Closed-form learners (:mod:`gentest.learners`): ``kernel()`` gives a kernel-interpolation
+  run's α, K and RKHS norm, ``linear_solution()`` a min-norm/SGD linear run's w; both raise
+  :class:`NotApplicable` on other runs. A kernel run has no ``nn.Module``: calling or walking
+  ``ctx.model`` raises NotApplicable, so measures that need a network say n/a there.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -190,6 +195,10 @@ def weight_layers(model: nn.Module, init_model: nn.Module) -> list[Layer]:
 def rebuild_model(run: Run, state: dict[str, torch.Tensor], input_shape, num_classes: int) -> nn.Module:
     """The run's architecture with ``state`` loaded, built without touching the global RNG."""
     spec = run.spec
+    if spec.learner != "sgd":  # closed-form learners rebuild their own module (gentest.learners)
+        from gentest.learners import rebuild_model as rebuild_learner
+
+        return rebuild_learner(spec, state, input_shape, num_classes)
     model = build_model(
         spec.model,
         tuple(input_shape),
@@ -311,6 +320,29 @@ class RunCache:
         model = rebuild_model(run, weights["final"], split.input_shape, split.num_classes)
         init_model = rebuild_model(run, weights["initial"], split.input_shape, split.num_classes)
         return cls(model, init_model, split, device, run=run)
+
+    def kernel(self):
+        """The kernel learner's :class:`~gentest.learners.kernel.KernelSolution` (cached);
+        NotApplicable on any other run."""
+        from gentest.learners.kernel import KernelMachine
+
+        if not isinstance(self.model, KernelMachine):
+            raise NotApplicable(f"only kernel-interpolation runs have a kernel solution ({self._learner_name()} run)")
+        if getattr(self, "_kernel_solution", None) is None:
+            self._kernel_solution = self.model.solution(self.x_train)
+        return self._kernel_solution
+
+    def linear_solution(self):
+        """The linear learner's :class:`~gentest.learners.linear.LinearSolution`; NotApplicable
+        on any run that is not ``linear-minnorm`` or ``linear-sgd``."""
+        from gentest.learners.linear import MINNORM, SGD, solution_of
+
+        if self._learner_name() not in (MINNORM, SGD):
+            raise NotApplicable(f"only linear-minnorm and linear-sgd runs have a linear solution ({self._learner_name()} run)")
+        return solution_of(self.model)
+
+    def _learner_name(self) -> str:
+        return self.run.spec.learner if self.run is not None else "in-memory"
 
     def cached(self, key: str, compute) -> torch.Tensor:
         if key in self._tensors:
@@ -474,6 +506,18 @@ class MeasureContext:
 
     def data(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         return self._cache.data(split)
+
+    def kernel(self):
+        """The kernel learner's solution: ``alpha`` (n × C), training ``features`` (n × D),
+        ``bandwidth``, ``ridge``, ``gram()`` = K and ``rkhs_norm()`` = √trace(αᵀKα) (a copy per
+        measure; see :mod:`gentest.learners.kernel`). NotApplicable on other learners' runs."""
+        sol = self._cache.kernel()
+        return dataclasses.replace(sol, alpha=sol.alpha.clone(), features=sol.features.clone())
+
+    def linear_solution(self):
+        """The linear learner's weights ``weight`` (D × C, float64) and ``l2_norm()`` = ‖w‖₂
+        (see :mod:`gentest.learners.linear`). NotApplicable on other learners' runs."""
+        return self._cache.linear_solution()
 
     def retrained(self, k: int) -> tuple[Run, nn.Module]:
         """The run retrained with ``k`` training examples replaced by fresh draws, and its

@@ -73,6 +73,12 @@ class RunSpec:
     # Stability retraining: this many training examples replaced by fresh draws (0 = none).
     # Left out of the canonical form when 0, so ordinary runs keep their keys.
     replace_k: int = 0
+    # The learner: "sgd" trains ``model`` with ``train`` (the default); any other kind
+    # (gentest.learners: kernel interpolation, min-norm linear, the Theorem 1 construction)
+    # fits in closed form with its options ``learner_args``. Left out of the canonical form
+    # when "sgd", so ordinary runs keep their keys.
+    learner: str = "sgd"
+    learner_args: Frozen = "{}"
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical JSON-ready form (also what the store writes as ``spec.json``)."""
@@ -86,7 +92,9 @@ class RunSpec:
             "corrupt_test_labels": self.corrupt_test_labels,
             "seed": self.seed,
             "train": asdict(self.train),
-        } | ({"replace_k": self.replace_k} if self.replace_k else {})
+        } | ({"replace_k": self.replace_k} if self.replace_k else {}) | (
+            {"learner": {"name": self.learner, **thaw(self.learner_args)}} if self.learner != "sgd" else {}
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -101,6 +109,7 @@ class RunSpec:
             seed=int(d["seed"]),
             train=TrainSettings(**d.get("train", {})),
             replace_k=int(d.get("replace_k", 0)),
+            **_learner_fields(d.get("learner")),
         )
 
     @property
@@ -134,6 +143,13 @@ class RunSpec:
         rnd = self.randomization + (f"(p={self.p:g})" if self.randomization == "labels" else "")
         retrain = f"/replace{self.replace_k}" if self.replace_k else ""
         return f"{self.dataset}/{self.model}/{rnd}/seed{self.seed}{retrain}"
+
+
+def _learner_fields(learner: dict[str, Any] | None) -> dict[str, Any]:
+    if not learner:
+        return {}
+    options = dict(learner)
+    return {"learner": options.pop("name"), "learner_args": freeze(options)}
 
 
 def _digest(obj: Any) -> str:

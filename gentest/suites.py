@@ -41,7 +41,7 @@ from typing import Any
 from gentest.errors import GentestError
 from gentest.spec import TRAIN_FIELDS, RunSpec, TrainSettings, freeze
 
-SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels")
+SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels", "learner")
 SETTING_KEYS = SPEC_KEYS + tuple(TRAIN_FIELDS)
 TOP_TABLES = ("suite", "base", "axes")
 SUITE_KEYS = ("name", "description", "measures", "cost")
@@ -117,6 +117,8 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
     for key, value in base.items():
         _setting_error(key, value, lambda msg, key=key: fail(f"[base] {key}", msg))
     for key in ("dataset", "model"):
+        if key == "model" and ("learner" in base or "learner" in axes):
+            continue  # a non-SGD learner needs no model; build_spec checks each run
         if key not in base and key not in axes:
             raise fail(f"key '{key}'", "required in [base] or [axes]")
 
@@ -160,7 +162,15 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
             raise GentestError(f"{key}: {e}") from None
 
     dataset, dataset_args = part("dataset", lambda: _named(settings["dataset"], "dataset"))
-    model, model_args = part("model", lambda: _named(settings["model"], "model"))
+    learner, learner_args = part("learner", lambda: _learner(settings.get("learner", "sgd")))
+    if learner != "sgd":  # the learner's model: named after it, built by gentest.learners
+        from gentest.learners import model_name
+
+        model, model_args = model_name(learner, learner_args), {}
+    elif "model" not in settings:
+        raise GentestError("key 'model': required in [base] or [axes] for the 'sgd' learner")
+    else:
+        model, model_args = part("model", lambda: _named(settings["model"], "model"))
     randomization, rnd_args = part("randomization", lambda: _named(settings.get("randomization", "none"), "randomization"))
     unknown = set(rnd_args) - {"p"}
     if unknown:
@@ -175,13 +185,23 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
         dataset=dataset,
         dataset_args=freeze(part("dataset", lambda: validate_options(dataset, dataset_args))),
         model=model,
-        model_args=freeze(part("model", lambda: _model_options(model, model_args))),
+        model_args=freeze(part("model", lambda: _model_options(model, model_args)) if learner == "sgd" else {}),
         randomization=randomization,
         p=p,
         seed=settings.get("seed", 0),
         corrupt_test_labels=bool(settings.get("corrupt_test_labels", False)),
         train=TrainSettings(**train),
+        learner=learner,
+        learner_args=freeze(learner_args),
     )
+
+
+def _learner(value: Any) -> tuple[str, dict[str, Any]]:
+    """(name, validated options) of a suite's ``learner`` (a name or a table); see gentest.learners."""
+    from gentest.learners import validate_learner
+
+    name, options = _named(value, "learner")
+    return name, validate_learner(name, options)
 
 def _model_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validated model options without dropout, which is a training setting of the spec."""

@@ -90,6 +90,10 @@ def train(
     spec: RunSpec, data: DataSplit, device: torch.device, on_epoch: EpochCallback | None = None
 ) -> TrainResult:
     """Train ``spec``'s model on ``data`` (already randomized) and return it with its curve."""
+    if spec.learner != "sgd":  # a closed-form learner (kernel, min-norm linear, Theorem 1)
+        from gentest.learners import fit
+
+        return fit(spec, data, device)
     settings = spec.train
     if settings.augment and len(data.input_shape) not in (1, 2, 3):
         raise GentestError(f"augment applies to images (C, H, W) and sequences (L) or (C, L); {data.name} inputs "
