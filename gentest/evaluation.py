@@ -148,7 +148,9 @@ def call_isolated(
 
 
 def _versions(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
-    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+    # Through the state dict, which walks the module tree itself: a model that refuses
+    # parameters() (the kernel learner's KernelMachine) is still watched.
+    return tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
 
 
 def _broken_rules(state: TorchState, ctx: MeasureContext, cache: RunCache, own_models) -> list[str]:

@@ -340,9 +340,13 @@ def run_grid(specs: Iterable[RunSpec], measures: list[Measure], store: RunStore,
     data = DataCache(plan.data_root, plan.download)
     from gentest.datasets import dataset_info
 
-    for spec in specs:  # fail on missing data before any training starts
+    for spec in specs:  # fail on missing data, or a learner that cannot fit, before any training starts
         if spec.key not in store and not dataset_info(spec.dataset).generated:
             data.get(spec)
+        if spec.key not in store and spec.learner != "sgd":
+            from gentest.learners import preflight
+
+            preflight(spec, len(data.get(spec).y_train))
     display = display or GridDisplay()
     stored = sum(s.key in store for s in specs)
     display.note(f"{len(specs)} runs in the suite, {stored} already stored, {len(specs) - stored} to train")

@@ -20,7 +20,7 @@ measures = ["control.gap", "control.param_count", "kernel.rkhs_norm", "linear.mi
             "norm.param_l2", "margin.output_margin"]
 
 [base]
-dataset = { name = "synthetic", features = 6, classes = 3, train_size = 60, test_size = 40 }
+dataset = { name = "synthetic", features = 6, classes = 3, train_size = 60, test_size = 150 }
 
 [axes]
 learner = [

@@ -94,6 +94,9 @@ def model_name(name: str, options: dict[str, Any]) -> str:
     return info(name).model_name(options)
 
 
+from gentest.learners.linalg import DEFAULT_MEMORY_GB as DEFAULT_BUDGET_GB  # noqa: E402
+
+
 def _options(spec) -> dict[str, Any]:
     from gentest.spec import thaw
 
@@ -104,6 +107,15 @@ def fit(spec, data, device):
     """Fit ``spec``'s learner on ``data`` (already randomized): a TrainResult of the same shape
     as SGD training's (a one-row curve for the closed-form learners)."""
     return info(spec.learner).fit(spec, _options(spec), data, device)
+
+
+def preflight(spec, n_train: int) -> None:
+    """Checks that need only the spec and the training-set size, run before any work goes out
+    (so a kernel too large for its memory budget is one sentence and exit 2, not a failed run)."""
+    if spec.learner == "kernel-interpolation":
+        from gentest.learners.linalg import check_memory
+
+        check_memory(spec.learner, n_train, float(_options(spec).get("kernel_memory_gb", DEFAULT_BUDGET_GB)))
 
 
 def rebuild_model(spec, state, input_shape, num_classes: int):
