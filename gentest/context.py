@@ -33,6 +33,8 @@ Conventions that measures rely on:
   run's α, K and RKHS norm, ``linear_solution()`` a min-norm/SGD linear run's w; both raise
   :class:`NotApplicable` on other runs. A kernel run has no ``nn.Module``: calling or walking
   ``ctx.model`` raises NotApplicable, so measures that need a network say n/a there.
+- ``generator`` is seeded from the run's *pair*, not the run (:func:`random_stream_seed`): the
+  twins of a pair draw the same random numbers (common random numbers).
 """
 
 from __future__ import annotations
@@ -423,6 +425,19 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
+def random_stream_seed(cache: "RunCache", name: str) -> int:
+    """The seed of ``ctx.generator`` for a measure (or a shared search) called ``name``.
+
+    Common random numbers (Zhang et al.'s twins are compared pair by pair): a stored run is
+    seeded from its *pair* (``RunSpec.pair_key``: every setting and the seed, not the
+    randomization), so the natural and the randomized twin of a pair draw the same subsample
+    indices, probe vectors and noise directions, and the difference of their values carries
+    less estimator noise. An in-memory cache (no stored run) is seeded from its key.
+    """
+    source = cache.run.spec.pair_key if cache.run is not None else cache.key
+    return int(hashlib.sha256(f"{source}:{name}".encode()).hexdigest()[:15], 16)
+
+
 class MeasureContext:
     """What one measure sees of one run. See the module docstring for the conventions."""
 
@@ -440,8 +455,7 @@ class MeasureContext:
         self.loss_fn = nn.CrossEntropyLoss()
         self.model = copy.deepcopy(cache.model).eval()
         self.init_model = copy.deepcopy(cache.init_model).eval()
-        seed = int(hashlib.sha256(f"{cache.key}:{measure_name}".encode()).hexdigest()[:15], 16)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(random_stream_seed(cache, measure_name))
         self.recorded: dict[str, object] = {}
         self._folded_layers: list[Layer] | None = None
 

@@ -61,6 +61,10 @@ from gentest.context import MeasureContext, standard_batchnorm_subclasses
 from gentest.errors import NotApplicable
 from gentest.registry import measure
 
+# Version 2: random draws are common to the twins of a pair (MeasureContext seeds its
+# generators from the pair, not the run), so values computed by version 1 are recomputed.
+VERSION = 2
+
 SUBSAMPLE = 1024  # training examples, drawn once per run (see the module docstring)
 BATCH = 256  # examples per BackPACK forward/backward pass
 STATS_KEY = "gradient_noise/stats"
@@ -231,7 +235,7 @@ def mean_gradient_sq_norm(stats: torch.Tensor) -> float:
     return stats[MEAN_GRAD_SQ_NORM].item() - trace_covariance(stats) / stats[N].item()
 
 
-@measure("gradient_noise.variance", family="gradient-noise", orientation="higher-worse", requires=REQUIRES)
+@measure("gradient_noise.variance", family="gradient-noise", version=VERSION, orientation="higher-worse", requires=REQUIRES)
 def variance(ctx) -> float:
     """Total variance of the per-example training gradients, tr Cov[∇ℓ_i] = Σ_params Var_i, at the end of training.
 
@@ -252,7 +256,7 @@ def variance(ctx) -> float:
     return trace_covariance(gradient_stats(ctx))
 
 
-@measure("gradient_noise.snr", family="gradient-noise", orientation="higher-better", requires=REQUIRES)
+@measure("gradient_noise.snr", family="gradient-noise", version=VERSION, orientation="higher-better", requires=REQUIRES)
 def snr(ctx) -> float:
     """Gradient signal-to-noise ratio ‖E ∇ℓ_i‖² / tr Cov[∇ℓ_i] of the per-example training gradients.
 
@@ -280,7 +284,7 @@ def snr(ctx) -> float:
 
 
 @measure(
-    "gradient_noise.mean_per_sample_grad_norm", family="gradient-noise", orientation="higher-worse", requires=REQUIRES
+    "gradient_noise.mean_per_sample_grad_norm", family="gradient-noise", version=VERSION, orientation="higher-worse", requires=REQUIRES
 )
 def mean_per_sample_grad_norm(ctx) -> float:
     """Mean L2 norm of the per-example training gradients, (1/n) Σ_i ‖∇ℓ_i‖₂, at the end of training.

@@ -7,25 +7,29 @@ parameters; buffers such as BatchNorm running statistics are not parameters). Co
 shared by every measure here:
 
 - Data: a fixed subsample of SAMPLES = 1,000 training examples *as trained* (randomized
-  labels or pixels included), drawn without replacement with a generator seeded from the run
-  and the name "hessian" (not from each measure's own generator), so that every Hessian
-  measure of a run looks at the same H and the shared values below do not depend on which
-  measure runs first. All of the training set when it is smaller.
+  labels or pixels included), drawn without replacement with a generator seeded from the
+  run's pair and the name "hessian" (not from each measure's own generator), so that every
+  Hessian measure of a run looks at the same H, the shared values below do not depend on which
+  measure runs first, and the twins of a pair use the same example indices (common random
+  numbers, ``gentest.context.random_stream_seed``). All of the training set when it is smaller.
 - Model: a deep copy of the trained model in eval mode (BatchNorm with its running
   statistics, dropout off); ``ctx.model`` is untouched.
 - Hessian-vector products (HVPs) by double backward: PyHessian's ``hessian`` class (PyPI
-  pyhessian 0.1; anchors.md §2.5) for λ_max and tr(H) — run on the deep copy (it sets
-  ``.grad`` and keeps the graph), with its random vectors drawn from the *global* torch RNG
-  inside ``torch.random.fork_rng`` seeded from the "hessian" generator, so values are
-  deterministic and the caller's RNG is untouched — and :class:`gentest.curvature.LossHessian`
-  for the spectral density (PyHessian's ``density()`` calls the removed ``torch.eig``).
-- Every measure records ``hvps``: the HVPs its value took (for the ×‖w‖² measures, those of
-  the shared computation, cached in the run's RunCache and computed once per run).
+  pyhessian 0.1; anchors.md §2.5) for tr(H) — run on the deep copy (it sets ``.grad`` and
+  keeps the graph), with its random vectors drawn from the *global* torch RNG inside
+  ``torch.random.fork_rng`` seeded from the "hessian" generator, so values are deterministic
+  and the caller's RNG is untouched — and :class:`gentest.curvature.LossHessian` for one
+  shared 50-step Lanczos run that gives λ_max (its top Ritz value) and the spectral density
+  (PyHessian's ``density()`` calls the removed ``torch.eig``).
+- Every measure records ``hvps``: the HVPs its value took (for measures that share a
+  computation, those of the shared computation, cached in the run's RunCache and computed
+  once per run). Estimates record their ``uncertainty`` (scoring's undecided pairs): the
+  Hutchinson standard error for the trace, the Ritz residual bound for λ_max.
 
 Cost on the default suite's MLP 3×512 (551k parameters) on a 2-core CPU: one HVP on 1,000
-examples ≈ 0.045 s; λ_max 6–14 HVPs (0.3–0.8 s), tr(H) 50 HVPs (≈ 2.3 s), the numerical rank
-50 HVPs (≈ 2.7 s); the ×‖w‖² measures reuse the cached values. Larger models cost
-proportionally more, hence ``timeout_s = TIMEOUT_S``.
+examples ≈ 0.045 s; the shared Lanczos run 50 HVPs (≈ 2.7 s, for λ_max and the numerical
+rank together), tr(H) 50 HVPs (≈ 2.3 s); the ×‖w‖² measures reuse the cached values. Larger
+models cost proportionally more, hence ``timeout_s = TIMEOUT_S``.
 
 Sampling caveat: H on 1,000 of the 4,000 training examples is itself a random matrix. On the
 default suite, λ_max moved by ±20% (natural labels) and by up to 2.5× (random labels, whose
@@ -44,19 +48,23 @@ import torch
 from torch import nn
 
 from gentest.context import MeasureContext
-from gentest.curvature import LossHessian, gauss_quadrature, lanczos, rademacher, subsample
+from gentest.curvature import LossHessian, gauss_quadrature, lanczos, rademacher, ritz_residuals, subsample
 from gentest.registry import measure
 
+# Version 2: random draws are common to the twins of a pair (MeasureContext seeds its
+# generators from the pair, not the run), so values computed by version 1 are recomputed.
+VERSION = 2
+
 SAMPLES = 1000  # training examples the Hessian is taken on
-POWER_MAX_ITER = 100  # power iteration: at most this many HVPs ...
-POWER_TOL = 1e-3  # ... stopping when the Rayleigh quotient changes by less than this (relative)
+LANCZOS_STEPS = 50  # one Lanczos run per run (HVPs), shared by λ_max and the numerical rank
 TRACE_PROBES = 50  # Hutchinson: fixed number of Rademacher probes (one HVP each)
-SLQ_PROBES = 1  # stochastic Lanczos quadrature: probes ...
-SLQ_STEPS = 50  # ... × Lanczos steps (one HVP each)
+SLQ_PROBES = 1  # stochastic Lanczos quadrature: probes (the first is the shared Lanczos run) ...
+SLQ_STEPS = LANCZOS_STEPS  # ... × Lanczos steps (one HVP each)
 RANK_RTOL = 1e-2  # numerical rank: count the eigenvalues above RANK_RTOL · λ_max
 TIMEOUT_S = 600.0  # HVPs on large models on a CPU are slow (the harness's default is 120 s)
 
-HESSIAN_SEED_NAME = "hessian"  # shared generator: seeded from the run key and this name
+HESSIAN_SEED_NAME = "hessian"  # shared generator (the data subsample): seeded from the pair and this name
+LANCZOS_SEED_NAME = "hessian/lanczos"  # the shared Lanczos run's start vector
 
 
 def shared_generator(ctx) -> torch.Generator:
@@ -109,18 +117,33 @@ def _pyhessian(ctx, compute):
             p.grad = None
 
 
-def top_eigenvalue_and_hvps(ctx) -> tuple[float, int]:
-    """λ_max of H by PyHessian's power iteration, and the HVPs it took (cached per run)."""
+def shared_lanczos(ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The run's one LANCZOS_STEPS-step Lanczos run on H (cached per run): Ritz values θ_k
+    (ascending), their quadrature weights τ_k, their residual bounds r_k and the HVPs it took.
+
+    The start vector is a Rademacher probe from the generator named LANCZOS_SEED_NAME; the data
+    is the shared subsample. ``hessian.top_eigenvalue`` reads θ_max and its bound;
+    ``hessian.numerical_rank`` uses the quadrature as its first probe.
+    """
 
     def compute() -> torch.Tensor:
-        def run(h, count):
-            eigenvalues, _ = h.eigenvalues(maxIter=POWER_MAX_ITER, tol=POWER_TOL, top_n=1)
-            return torch.tensor([eigenvalues[0], count()], dtype=torch.float64)
+        x, y = hessian_batch(ctx, shared_generator(ctx))
+        model = _model_copy(ctx, ctx.device)
+        H = LossHessian(model, nn.CrossEntropyLoss(), x.to(ctx.device), y.to(ctx.device))
+        probe = rademacher(H.dim, MeasureContext(ctx._cache, LANCZOS_SEED_NAME).generator, H.dtype, H.device)
+        t = lanczos(H.matvec, probe, LANCZOS_STEPS)
+        nodes, weights = gauss_quadrature(t)
+        _, residuals = ritz_residuals(t)
+        return torch.stack([nodes, weights, residuals, torch.full_like(nodes, H.hvps)])
 
-        return _pyhessian(ctx, run)
+    nodes, weights, residuals, hvps = ctx._cache.cached("hessian/lanczos", compute)
+    return nodes, weights, residuals, int(hvps[0].item())
 
-    value, hvps = ctx._cache.cached("hessian/top_eigenvalue", compute).tolist()
-    return value, int(hvps)
+
+def top_eigenvalue_and_hvps(ctx) -> tuple[float, float, int]:
+    """λ_max of H as the top Ritz value of the shared Lanczos run, its residual bound, HVPs."""
+    nodes, _, residuals, hvps = shared_lanczos(ctx)
+    return nodes[-1].item(), residuals[-1].item(), hvps
 
 
 def trace_and_hvps(ctx) -> tuple[float, int, float]:
@@ -147,33 +170,37 @@ def squared_param_norm(ctx) -> float:
 
 @measure(
     "hessian.top_eigenvalue",
-    family="hessian",
+    family="hessian", version=VERSION,
     orientation="higher-worse",
     requires={"train_data", "hvp"},
     timeout_s=TIMEOUT_S,
 )
 def top_eigenvalue(ctx) -> float:
-    """Top eigenvalue λ_max of the Hessian of the training loss (power iteration, PyHessian).
+    """Top eigenvalue λ_max of the Hessian of the training loss (Lanczos, top Ritz value).
 
     The local curvature behind the sharpness of Keskar et al. 2017 (anchors.md §3 "Hessian /
-    curvature"; Yao et al.'s PyHessian ``eigenvalues``). Not among Jiang et al. 2020's
-    equations. Power iteration from a Gaussian start vector, at most POWER_MAX_ITER = 100
-    HVPs, stopping when the Rayleigh quotient vᵀHv changes by less than POWER_TOL = 1e-3
-    (relative); the reported value is the last Rayleigh quotient. Power iteration converges to
-    the eigenvalue of largest *magnitude* — at a trained network the largest positive one in
-    practice, but a dominant negative eigenvalue would be returned with its sign. Data and
-    conventions: see the module docstring (1,000 training examples as trained, all
-    parameters, eval mode, mean cross-entropy). Not invariant to reparametrization (Dinh et al.
-    2017); see ``hessian.top_eigenvalue_x_weight_norm``.
+    curvature"; Yao et al.'s PyHessian computes it by power iteration). Not among Jiang et al.
+    2020's equations. Here: the largest Ritz value θ_max of LANCZOS_STEPS = 50 Lanczos steps
+    with full reorthogonalization from a Rademacher start vector (``gentest.curvature``), the
+    same run that ``hessian.numerical_rank`` integrates over. Ritz values approach the extreme
+    eigenvalues from inside, and the top one converges first: after 50 steps it agrees with a
+    dense eigensolver to float rounding on the test models, where a power iteration stopped at
+    a 1e-3 relative change of the Rayleigh quotient lands up to 0.5 % low. Lanczos finds the
+    largest *algebraic* eigenvalue (power iteration, the largest in magnitude). The residual
+    bound r = β_50·|s_last| (an eigenvalue of H lies within r of θ_max; ``ritz_residual``) is
+    recorded as the value's ``uncertainty``. Data and conventions: see the module docstring
+    (1,000 training examples as trained, all parameters, eval mode, mean cross-entropy); the
+    subsample's own sampling noise (see there) is not in the bound. Not invariant to
+    reparametrization (Dinh et al. 2017); see ``hessian.top_eigenvalue_x_weight_norm``.
     """
-    value, hvps = top_eigenvalue_and_hvps(ctx)
-    ctx.record(hvps=hvps, samples=min(SAMPLES, ctx.n_train))
+    value, residual, hvps = top_eigenvalue_and_hvps(ctx)
+    ctx.record(hvps=hvps, ritz_residual=residual, uncertainty=residual, samples=min(SAMPLES, ctx.n_train))
     return value
 
 
 @measure(
     "hessian.top_eigenvalue_x_weight_norm",
-    family="hessian",
+    family="hessian", version=VERSION,
     orientation="higher-worse",
     requires={"train_data", "hvp"},
     timeout_s=TIMEOUT_S,
@@ -191,14 +218,15 @@ def top_eigenvalue_x_weight_norm(ctx) -> float:
     λ_max/‖w‖², which is not scale-free; we multiply. λ_max is ``hessian.top_eigenvalue``'s
     (shared, computed once per run); ‖w‖² over the same parameters as H, float64.
     """
-    value, hvps = top_eigenvalue_and_hvps(ctx)
-    ctx.record(hvps=hvps, samples=min(SAMPLES, ctx.n_train))
-    return value * squared_param_norm(ctx)
+    value, residual, hvps = top_eigenvalue_and_hvps(ctx)
+    norm_sq = squared_param_norm(ctx)
+    ctx.record(hvps=hvps, ritz_residual=residual, uncertainty=residual * norm_sq, samples=min(SAMPLES, ctx.n_train))
+    return value * norm_sq
 
 
 @measure(
     "hessian.trace",
-    family="hessian",
+    family="hessian", version=VERSION,
     orientation="higher-worse",
     requires={"train_data", "hvp"},
     timeout_s=TIMEOUT_S,
@@ -215,13 +243,13 @@ def trace(ctx) -> float:
     minimum.
     """
     value, hvps, stderr = trace_and_hvps(ctx)
-    ctx.record(hvps=hvps, stderr=stderr, samples=min(SAMPLES, ctx.n_train))
+    ctx.record(hvps=hvps, stderr=stderr, uncertainty=stderr, samples=min(SAMPLES, ctx.n_train))
     return value
 
 
 @measure(
     "hessian.trace_x_weight_norm",
-    family="hessian",
+    family="hessian", version=VERSION,
     orientation="higher-worse",
     requires={"train_data", "hvp"},
     timeout_s=TIMEOUT_S,
@@ -237,13 +265,13 @@ def trace_x_weight_norm(ctx) -> float:
     """
     value, hvps, stderr = trace_and_hvps(ctx)
     norm_sq = squared_param_norm(ctx)
-    ctx.record(hvps=hvps, stderr=stderr * norm_sq, samples=min(SAMPLES, ctx.n_train))
+    ctx.record(hvps=hvps, stderr=stderr * norm_sq, uncertainty=stderr * norm_sq, samples=min(SAMPLES, ctx.n_train))
     return value * norm_sq
 
 
 @measure(
     "hessian.numerical_rank",
-    family="hessian",
+    family="hessian", version=VERSION,
     orientation="higher-worse",
     requires={"train_data", "hvp"},
     timeout_s=TIMEOUT_S,
@@ -280,20 +308,27 @@ def numerical_rank(ctx) -> float:
     Noise: per probe, P·Σ τ_k[·] is a Hutchinson estimate of tr 1[H > τ] (relative standard
     deviation ≈ √(2/N)), plus the quadrature's smearing of eigenvalues near the threshold;
     across probes and 40 vs 80 steps we saw ±15–25% on the default suite, against a 2–3×
-    natural/random difference. Probes come from this measure's ``ctx.generator``; the data
-    subsample is the shared one (module docstring). Cost: SLQ_PROBES × SLQ_STEPS = 50 HVPs
-    plus the reorthogonalization (50 vectors of length P).
+    natural/random difference. The first probe is the shared Lanczos run of
+    ``hessian.top_eigenvalue`` (computed once per run, whichever asks first); further probes
+    (SLQ_PROBES > 1) come from this measure's ``ctx.generator``; the data subsample is the
+    shared one (module docstring). Cost: SLQ_PROBES × SLQ_STEPS = 50 HVPs plus the
+    reorthogonalization (50 vectors of length P), shared with λ_max.
     """
-    x, y = hessian_batch(ctx, shared_generator(ctx))
-    model = _model_copy(ctx, ctx.device)
-    H = LossHessian(model, nn.CrossEntropyLoss(), x.to(ctx.device), y.to(ctx.device))
-    quadratures = [
-        gauss_quadrature(lanczos(H.matvec, rademacher(H.dim, ctx.generator, H.dtype, H.device), SLQ_STEPS))
-        for _ in range(SLQ_PROBES)
-    ]
-    top = max(nodes[-1].item() for nodes, _ in quadratures)
-    count = sum(H.dim * weights[nodes > RANK_RTOL * top].sum().item() for nodes, weights in quadratures) / SLQ_PROBES
+    nodes, weights, _, hvps = shared_lanczos(ctx)
+    quadratures = [(nodes, weights)]
+    if SLQ_PROBES > 1:  # more probes than the shared run: from this measure's own generator
+        x, y = hessian_batch(ctx, shared_generator(ctx))
+        model = _model_copy(ctx, ctx.device)
+        H = LossHessian(model, nn.CrossEntropyLoss(), x.to(ctx.device), y.to(ctx.device))
+        quadratures += [
+            gauss_quadrature(lanczos(H.matvec, rademacher(H.dim, ctx.generator, H.dtype, H.device), SLQ_STEPS))
+            for _ in range(SLQ_PROBES - 1)
+        ]
+        hvps += H.hvps
+    dim = sum(p.numel() for p in ctx.model.parameters())  # P: _model_copy makes every parameter trainable
+    top = max(n[-1].item() for n, _ in quadratures)
+    count = sum(dim * w[n > RANK_RTOL * top].sum().item() for n, w in quadratures) / SLQ_PROBES
     if not top > 0:
         raise ValueError(f"the Hessian has no positive Ritz value (largest {top:.3g}): the numerical rank is undefined")
-    ctx.record(hvps=H.hvps, top_ritz_value=top, samples=len(y), probes=SLQ_PROBES, steps=SLQ_STEPS)
+    ctx.record(hvps=hvps, top_ritz_value=top, samples=min(SAMPLES, ctx.n_train), probes=SLQ_PROBES, steps=SLQ_STEPS)
     return count

@@ -26,7 +26,7 @@ RunCache under ``pacbayes/sigma``; the magnitude-aware σ′ likewise under
 - The expectation is a Monte-Carlo mean over 10 draws per midpoint; accuracies on a fixed
   subsample of 1,000 training examples *as trained* (randomized labels included), acc(w)
   measured on the same subsample (nitarshan: the full training set and the run's accuracy).
-- All draws (subsample, noise) come from a generator seeded from the run and the search's
+- All draws (subsample, noise) come from a generator seeded from the run's pair and the search's
   name (see ``measures.perturbation``), so the shared σ does not depend on which measure ran
   first. The network evaluated is the trained model with BatchNorm folded into the preceding
   layer; ``ctx.model`` is never modified (functional evaluation).
@@ -49,6 +49,7 @@ import math
 import torch
 
 from gentest.registry import measure
+
 from measures.perturbation import (
     CONSTANT,
     SUBSAMPLE,
@@ -62,6 +63,10 @@ from measures.perturbation import (
     search_generator,
     train_subsample,
 )
+
+# Version 2: random draws are common to the twins of a pair (MeasureContext seeds its
+# generators from the pair, not the run), so values computed by version 1 are recomputed.
+VERSION = 2
 
 SIGMA_UPPER = 2.0  # bisection interval [0, 2] (nitarshan)
 SEARCH_STEPS = 15  # bisection midpoints (nitarshan's search_depth)
@@ -118,7 +123,7 @@ def pacbayes_mag_bound(
     return 0.25 * torch.log(numerator / denominator).sum().item() + math.log(m / sigma) + CONSTANT
 
 
-@measure("pacbayes.flatness", family="pacbayes", orientation="higher-worse", requires={"train_data"})
+@measure("pacbayes.flatness", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"train_data"})
 def flatness(ctx) -> float:
     """PAC-Bayes flatness 1/σ², σ the largest std of Gaussian weight noise that moves training accuracy by 0.1.
 
@@ -132,7 +137,7 @@ def flatness(ctx) -> float:
     return 1.0 / _sigma(ctx) ** 2
 
 
-@measure("pacbayes.init", family="pacbayes", orientation="higher-worse", requires={"init", "train_data"})
+@measure("pacbayes.init", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"init", "train_data"})
 def init(ctx) -> float:
     """PAC-Bayes bound with a prior at initialization, ‖w − w⁰‖²/(4σ²) + log(m/σ) + 10.
 
@@ -145,7 +150,7 @@ def init(ctx) -> float:
     return pacbayes_bound((w - w0).pow(2).sum().item(), _sigma(ctx), ctx.n_train)
 
 
-@measure("pacbayes.orig", family="pacbayes", orientation="higher-worse", requires={"train_data"})
+@measure("pacbayes.orig", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"train_data"})
 def orig(ctx) -> float:
     """PAC-Bayes bound with a prior at the origin, ‖w‖²/(4σ²) + log(m/σ) + 10.
 
@@ -157,7 +162,7 @@ def orig(ctx) -> float:
     return pacbayes_bound(w.pow(2).sum().item(), _sigma(ctx), ctx.n_train)
 
 
-@measure("pacbayes.mag_flatness", family="pacbayes", orientation="higher-worse", requires={"train_data"})
+@measure("pacbayes.mag_flatness", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"train_data"})
 def mag_flatness(ctx) -> float:
     """Magnitude-aware PAC-Bayes flatness 1/σ′², noise std sqrt(σ′²w_i² + ε²) per parameter.
 
@@ -170,7 +175,7 @@ def mag_flatness(ctx) -> float:
     return 1.0 / _sigma(ctx, MAG_EPS) ** 2
 
 
-@measure("pacbayes.mag_init", family="pacbayes", orientation="higher-worse", requires={"init", "train_data"})
+@measure("pacbayes.mag_init", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"init", "train_data"})
 def mag_init(ctx) -> float:
     """Magnitude-aware PAC-Bayes bound, prior at initialization: ¼ Σ_i log[(ε² + (σ′²+1)‖w − w⁰‖²/ω)/(ε² + σ′²(w_i − w_i⁰)²)] + log(m/σ′) + 10.
 
@@ -185,7 +190,7 @@ def mag_init(ctx) -> float:
     return pacbayes_mag_bound(w - w0, w - w0, _sigma(ctx, MAG_EPS), ctx.n_train)
 
 
-@measure("pacbayes.mag_orig", family="pacbayes", orientation="higher-worse", requires={"init", "train_data"})
+@measure("pacbayes.mag_orig", family="pacbayes", version=VERSION, orientation="higher-worse", requires={"init", "train_data"})
 def mag_orig(ctx) -> float:
     """Magnitude-aware PAC-Bayes bound, prior at the origin: ¼ Σ_i log[(ε² + (σ′²+1)‖w‖²/ω)/(ε² + σ′²(w_i − w_i⁰)²)] + log(m/σ′) + 10.
 

@@ -19,14 +19,14 @@ of the parameters as detached tensors and evaluates the network at *other* value
 
 Accuracies and losses are computed on a fixed subsample of the training set *as trained*
 (randomized labels included): :data:`SUBSAMPLE` examples drawn without replacement by a
-generator seeded from the run and the name of the search (:func:`search_generator`), the
+generator seeded from the run's pair and the name of the search (:func:`search_generator`), the
 same for every measure that shares a search.
 
 Searches that several measures share (the σ of PAC-Bayes, the α′ of worst-case sharpness) are
 cached on the :class:`~gentest.context.RunCache` under a key, as a small tensor
 ``[value, steps, displacement]``, so they run once per run whichever measure asks first. Their
 random draws come from :func:`search_generator` — a generator seeded, exactly as
-``ctx.generator`` is, from the run's key and the *search's* name rather than the measure's —
+``ctx.generator`` is, from the run's pair and the *search's* name rather than the measure's —
 so the shared value does not depend on which measure happened to ask first.
 """
 
@@ -147,7 +147,7 @@ def pacbayes_bound(sq_norm: float, sigma: float, m: int) -> float:
 
 def search_generator(ctx, search: str) -> torch.Generator:
     """The generator of a search shared between measures: seeded like ``ctx.generator`` (from
-    the run's key and a name) but with the search's name, so the result does not depend on
+    the run's pair and a name) but with the search's name, so the result does not depend on
     which measure runs it."""
     return MeasureContext(ctx._cache, search).generator
 

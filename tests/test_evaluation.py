@@ -152,3 +152,29 @@ def test_as_scalar_refuses_non_scalars(raw):
     with pytest.raises(TypeError):
         as_scalar(raw)
     assert math.isnan(as_scalar(float("nan")))
+
+
+def test_twins_of_a_pair_draw_common_random_numbers():
+    """ctx.generator is seeded from the pair: the natural and the randomized twin of a pair get
+    the same stream (common random numbers), another pair or another name a different one."""
+    from types import SimpleNamespace
+
+    from gentest.context import random_stream_seed
+    from gentest.suites import load_suite
+
+    specs = load_suite("ci").specs
+    by_pair: dict[str, list] = {}
+    for spec in specs:
+        by_pair.setdefault(spec.pair_key, []).append(spec)
+    (a_nat, a_rand), (b_nat, _) = [sorted(group, key=lambda s: s.randomization != "none") for group in by_pair.values()]
+    assert a_nat.key != a_rand.key and a_nat.randomization == "none" != a_rand.randomization
+
+    def stored(spec):
+        return SimpleNamespace(run=SimpleNamespace(spec=spec), key=spec.key)
+
+    seed = random_stream_seed(stored(a_nat), "hessian")
+    assert random_stream_seed(stored(a_rand), "hessian") == seed
+    assert random_stream_seed(stored(b_nat), "hessian") != seed
+    assert random_stream_seed(stored(a_nat), "pacbayes/sigma") != seed
+    # An in-memory cache has no pair: its key seeds it.
+    assert random_stream_seed(SimpleNamespace(run=None, key=a_nat.key), "hessian") != seed
