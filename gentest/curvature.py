@@ -9,6 +9,8 @@ Lanczos quadrature (SLQ). No measures live here (see ``measures/hessian.py``).
 - :func:`lanczos` runs m steps of the symmetric Lanczos recurrence with *full*
   reorthogonalization (classical Gram–Schmidt, applied twice) and returns the tridiagonal
   matrix T as its diagonal α and off-diagonal β.
+- :func:`ritz_residuals` gives the Ritz values of T with their residual bounds (how far each
+  can be from an eigenvalue of H): the top Ritz value is λ_max once its bound is small.
 - :func:`gauss_quadrature` turns T into the nodes and weights of Gaussian quadrature:
   nodes θ_k = eigenvalues of T (Ritz values), weights τ_k = (first component of the k-th
   eigenvector)², computed with ``torch.linalg.eigh`` in float64. For a unit start vector v,
@@ -105,10 +107,16 @@ def rademacher(dim: int, generator: torch.Generator, dtype=torch.float32, device
 
 @dataclass
 class Tridiagonal:
-    """The Lanczos matrix T: diagonal ``alpha`` (k,) and off-diagonal ``beta`` (k − 1,), float64."""
+    """The Lanczos matrix T: diagonal ``alpha`` (k,) and off-diagonal ``beta`` (k − 1,), float64.
+
+    ``residual`` is β_k, the norm of the (reorthogonalized) vector H q_k − α_k q_k − β_{k−1} q_{k−1}
+    left after the last step: H Q_k = Q_k T + β_k q_{k+1} e_kᵀ. It is 0 (to rounding) when the
+    Krylov space is invariant; see :func:`ritz_residuals`.
+    """
 
     alpha: torch.Tensor
     beta: torch.Tensor
+    residual: float = 0.0
 
     def dense(self) -> torch.Tensor:
         t = torch.diag(self.alpha)
@@ -136,12 +144,11 @@ def lanczos(matvec: Matvec, v0: torch.Tensor, steps: int, breakdown_tol: float |
     alphas: list[float] = []
     betas: list[float] = []
     scale = 0.0
+    residual = 0.0
     for j in range(steps):
         w = matvec(basis[j]).to(v0.dtype)
         alpha = torch.dot(w, basis[j])
         alphas.append(float(alpha))
-        if j == steps - 1:
-            break
         # Full reorthogonalization against basis[0..j] (this also removes α_j q_j and β_{j-1} q_{j-1}).
         q = basis[: j + 1]
         for _ in range(2):
@@ -149,16 +156,34 @@ def lanczos(matvec: Matvec, v0: torch.Tensor, steps: int, breakdown_tol: float |
         beta = float(torch.linalg.vector_norm(w))
         scale = max(scale, abs(alphas[-1]), beta, betas[-1] if betas else 0.0)
         if beta <= tol * max(scale, torch.finfo(v0.dtype).tiny):
+            residual = beta  # breakdown: the Krylov space is invariant
+            break
+        if j == steps - 1:
+            residual = beta  # the last step's residual, kept for the Ritz error bounds
             break
         betas.append(beta)
         basis[j + 1] = w / beta
-    return Tridiagonal(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64))
+    return Tridiagonal(
+        torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64), residual
+    )
 
 
 def gauss_quadrature(t: Tridiagonal) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes (Ritz values, ascending) and weights (squared first eigenvector components) of T."""
     evals, evecs = torch.linalg.eigh(t.dense())
     return evals, evecs[0].pow(2)
+
+
+def ritz_residuals(t: Tridiagonal) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz values θ_k (ascending) of T and their residual norms ‖H y_k − θ_k y_k‖ = β·|s_{k,last}|.
+
+    ``s_k`` is the k-th unit eigenvector of T and y_k = Q s_k the Ritz vector. For a symmetric
+    H, each interval [θ_k − r_k, θ_k + r_k] holds an eigenvalue of H (Parlett, "The Symmetric
+    Eigenvalue Problem", 1998, Thm 4.5.1 / §13.2): r_k bounds how far the Ritz value can be from
+    the spectrum, in exact arithmetic with the full reorthogonalization used here.
+    """
+    evals, evecs = torch.linalg.eigh(t.dense())
+    return evals, (t.residual * evecs[-1]).abs()
 
 
 def slq(
