@@ -46,7 +46,10 @@ SETTINGS = (
     (("dataset",), "mnist1d (embedded), synthetic, cifar10, cifar100, mnist, fashion-mnist, svhn; a name or a "
                    "table with options train_size, test_size; images: whiten; CIFAR/SVHN: crop28"),
     (("model",), "mlp (hidden = [512]), cnn1d (channels), inception (batchnorm, bn_scale), alexnet; a name or a "
-                 "table with options"),
+                 "table with options (not needed by a closed-form learner)"),
+    (("learner",), "sgd (train the model with the settings below), or a closed-form learner of Zhang et al. "
+                   "section 5: kernel-interpolation, linear-minnorm, linear-sgd, theorem1; a name or a table "
+                   "with options such as { name = \"kernel-interpolation\", features = \"gabor\" }"),
     (("randomization",), "none, labels (p in [0, 1], default 1), shuffled-pixels, random-pixels, gaussian; a name "
                          "or a table such as { name = \"labels\", p = 0.5 }"),
     (("corrupt_test_labels",), "corrupt the test labels too (labels only): true or false"),
@@ -59,7 +62,7 @@ SETTINGS = (
     (("seed",), "initialization, batch order and randomization: an integer >= 0"),
 )
 
-_SPEC_DEFAULTS = {"dataset": "required", "model": "required", "randomization": "none", "corrupt_test_labels": False,
+_SPEC_DEFAULTS = {"dataset": "required", "model": "required (sgd)", "learner": "sgd", "randomization": "none", "corrupt_test_labels": False,
                   "seed": 0}
 
 
