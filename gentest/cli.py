@@ -199,8 +199,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     outcome = run_grid(suite.specs, [], store, plan, _grid_progress("trained"))
     if not outcome.waited:
         return _submitted(outcome)
+    from gentest.pipeline import described_rows
+
     runs = [store.load(s.key) for s in suite.specs if s.key in store]
-    _console().print(runs_table([r.row() for r in runs], title=f"{suite.name}: {plural(len(runs), 'run')}"))
+    _console().print(runs_table(described_rows(runs), title=f"{suite.name}: {plural(len(runs), 'run')}"))
     return _failures(outcome)
 
 
@@ -416,7 +418,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     runs = list(store.runs())
     problems = store.verify() if args.verify else store.damaged()
     damaged = {p.key for p in store.damaged()}
-    rows = [run.row() for run in runs if run.key not in damaged]
+    from gentest.pipeline import described_rows
+
+    rows = described_rows([run for run in runs if run.key not in damaged])
     if args.json:
         print(json.dumps(rows, indent=1))
         for problem in problems:
@@ -479,15 +483,16 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def runs_table(rows: list[dict[str, Any]], title: str):
-    """A table in the spirit of the paper's Table 1. On a narrow terminal (down to 80 columns) the
+    """A table in the spirit of the paper's Table 1, one row per run; ``environment`` (dataset,
+    model and the settings that vary: see ``gentest.pipeline.described_rows``) tells runs apart.
+    On a narrow terminal (down to 80 columns) the
     headers and text cells fold over lines; a number is never cut or split."""
     from rich.table import Table
 
-    headers = ("dataset", "model", "randomization", "p", "seed", "train acc %", "test acc %", "steps to fit", "train s")
+    headers = ("environment", "randomization", "p", "seed", "train acc %", "test acc %", "steps to fit", "train s")
     cells = [
         (
-            r["dataset"],
-            r["model"],
+            str(r.get("environment") or f"{r['dataset']}/{r['model']}"),
             r["randomization"] + (f" (retrain, {r['replace_k']} replaced)" if r.get("replace_k") else ""),
             f"{r['p']:g}",
             str(r["seed"]),
@@ -500,7 +505,7 @@ def runs_table(rows: list[dict[str, Any]], title: str):
     ]
     table = Table(title=title)
     for i, name in enumerate(headers):
-        text = name in ("dataset", "model", "randomization")
+        text = name in ("environment", "randomization")
         widest_number = max((len(c[i]) for c in cells if not text and " " not in c[i]), default=None)
         table.add_column(name, justify="left" if text else "right", overflow="fold", min_width=widest_number)
     for row in cells:

@@ -99,6 +99,16 @@ def run_settings(spec: RunSpec) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in _settings(spec).items()))
 
 
+def described_rows(runs: list[Run]) -> list[dict[str, object]]:
+    """One row per run that tells runs apart by everything that differs (``environment``: dataset,
+    model and the settings that vary among ``runs``; options and training settings as columns),
+    in a stable order: environment, randomization, p, seed."""
+    names = environment_names([r.spec for r in runs])
+    rows = [_run_row(run, names[run.key]) for run in runs]
+    return sorted(rows, key=lambda r: (str(r["environment"]), r["randomization"] != "none", str(r["randomization"]),
+                                       r["p"], r["seed"], r.get("replace_k") or 0))
+
+
 def _run_row(run: Run, environment: str) -> dict[str, object]:
     """Run.row() plus what tells runs apart: environment, options and training settings."""
     d = run.spec.to_dict()

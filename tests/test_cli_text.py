@@ -39,6 +39,9 @@ def test_one_run_is_one_run_and_runs_json_is_one_array(tmp_path, capsys):
     assert main(["runs", "--store", store, "--json"]) == 0
     rows = json.loads(capsys.readouterr()[0])
     assert isinstance(rows, list) and len(rows) == 1 and rows[0]["seed"] == 0
+    # what tells runs apart travels with each row: environment, options, training settings
+    assert rows[0]["environment"].startswith(rows[0]["dataset"] + "/" + rows[0]["model"])
+    assert isinstance(rows[0]["model_args"], dict) and "train.lr" in rows[0]
     runs_help = next(a for a in build_parser()._subparsers._group_actions[0].choices["runs"]._actions
                      if a.dest == "json").help
     assert runs_help == "print one JSON array of run rows"
@@ -53,7 +56,16 @@ def test_runs_table_headers_are_spelled_out_and_narrow_tables_fold():
     for number in ("100.00", "28.67", "1024", "6.0"):  # whole, on one line
         assert number in narrow
     assert "not fit" in narrow and "(32 ep)" in narrow
-    assert all(line.count("│") == 10 for line in narrow.splitlines() if "│" in line)  # every column shown
+    assert all(line.count("│") == 9 for line in narrow.splitlines() if "│" in line)  # every column shown
+
+
+def test_runs_are_told_apart_by_their_environment():
+    """Two MLPs of different depth and weight decay must not both read 'mlp' (issue 9.4)."""
+    rows = [{**ROW, "environment": "mnist1d/mlp hidden=[512] weight_decay=0.0"},
+            {**ROW, "environment": "mnist1d/mlp hidden=[512,512,512] weight_decay=0.0005"}]
+    wide = rendered(runs_table(rows, "2 runs"), 200)
+    assert "environment" in wide
+    assert "hidden=[512] weight_decay=0.0 " in wide and "hidden=[512,512,512] weight_decay=0.0005" in wide
 
 
 def test_measures_table_folds_names_instead_of_cutting_them():
