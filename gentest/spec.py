@@ -139,10 +139,16 @@ class RunSpec:
         return int(hashlib.sha256(f"{self.seed}:{purpose}".encode()).hexdigest()[:15], 16)
 
     def label(self) -> str:
-        """A short human-readable name, e.g. ``mnist1d/mlp/labels(p=1)/seed0``."""
+        """A short human-readable name that tells runs apart, e.g.
+        ``mnist1d/mlp hidden=[512,512]/labels(p=1)/seed0 #3f2a9c01``: the model's options,
+        and the first 8 digits of the key, since runs can differ in settings a label leaves out
+        (weight decay, the stopping rule)."""
         rnd = self.randomization + (f"(p={self.p:g})" if self.randomization == "labels" else "")
         retrain = f"/replace{self.replace_k}" if self.replace_k else ""
-        return f"{self.dataset}/{self.model}/{rnd}/seed{self.seed}{retrain}"
+        options = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                           for k, v in sorted(self.to_dict()["model_args"].items()))
+        model = f"{self.model} {options}" if options else self.model
+        return f"{self.dataset}/{model}/{rnd}/seed{self.seed}{retrain} #{self.key[:8]}"
 
 
 def _learner_fields(learner: dict[str, Any] | None) -> dict[str, Any]:
