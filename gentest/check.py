@@ -181,7 +181,7 @@ def score_runs(
     """Score as the leaderboard does: environments, settings (for Psi) and recorded uncertainties."""
     envs = environment_names([r.spec for r in runs])
     scored = [
-        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key],
+        ScoredRun(r.key, r.spec.pair_key, r.spec.randomization_name, r.spec.p, r.spec.seed, r.metrics["gap"], envs[r.key],
                   settings=run_settings(r.spec))
         for r in runs
     ]

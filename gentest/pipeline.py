@@ -138,7 +138,7 @@ def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure],
         ScoredRun(
             key=r.key,
             pair_key=r.spec.pair_key,
-            randomization=r.spec.randomization,
+            randomization=r.spec.randomization_name,
             p=r.spec.p,
             seed=r.spec.seed,
             gap=r.metrics["gap"],

@@ -9,9 +9,14 @@ randomized data, bit for bit, and nothing touches a global random state.
   labels"). A redrawn label keeps its true class with probability 1/K, so the expected
   fraction of labels that actually change is p·(K−1)/K; both that and the realized fraction
   are recorded.
-- ``shuffled-pixels``: one random permutation of the input features, the same for every
-  image, train and test.
-- ``random-pixels``: a fresh random permutation for each image, train and test.
+- ``shuffled-pixels``: one random permutation of the pixels, the same for every image, train
+  and test.
+- ``random-pixels``: a fresh random permutation of the pixels for each image, train and test.
+
+  A pixel of a colour image is its position with all its channel values (the RGB triple moves
+  as one, as the paper's "pixels"); the option ``unit = "value"`` permutes the C·H·W values on
+  their own instead. Sequences and one-channel images have one value per position, where the
+  two are the same.
 - ``gaussian``: every input replaced by Gaussian noise with the training set's per-feature
   mean and standard deviation (train and test).
 
@@ -23,6 +28,7 @@ with the same probability, from the same generator.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,6 +60,12 @@ RANDOMIZATIONS: dict[str, RandomizeFn] = {}
 # Kinds for which p is meaningful; the others randomize the whole dataset (p is fixed to 1,
 # and to 0 for `none`).
 PARTIAL_KINDS = frozenset({"labels"})
+PIXEL_KINDS = frozenset({"shuffled-pixels", "random-pixels"})
+# What a pixel randomization permutes in a colour image (C, H, W), C > 1: "pixel" moves the H·W
+# positions and keeps each pixel's C values together (the paper's pixels); "value" permutes
+# all C·H·W values on their own. Sequences and single-channel images have one value per
+# position, so both units are the same permutation of the same draws there.
+PIXEL_UNITS = ("pixel", "value")
 
 
 def register_randomization(name: str):
@@ -79,12 +91,15 @@ def canonical_p(kind: str, p: float | None) -> float:
 
 
 def randomize(
-    data: DataSplit, kind: str, p: float | None, seed: int, corrupt_test_labels: bool = False
+    data: DataSplit, kind: str, p: float | None, seed: int, corrupt_test_labels: bool = False,
+    pixel_unit: str = "pixel",
 ) -> Randomized:
-    """Apply randomization ``kind`` at level ``p`` with a generator seeded by ``seed``."""
+    """Apply randomization ``kind`` at level ``p`` with a generator seeded by ``seed``
+    (``pixel_unit``: what the pixel kinds permute, see :data:`PIXEL_UNITS`)."""
     p = canonical_p(kind, p)
     gen = torch.Generator().manual_seed(seed)
-    out, record, tensors = RANDOMIZATIONS[kind](data, p, gen)
+    options = {"unit": pixel_unit} if kind in PIXEL_KINDS else {}
+    out, record, tensors = RANDOMIZATIONS[kind](data, p, gen, **options)
     if corrupt_test_labels and kind in PARTIAL_KINDS:
         y_test, _ = _corrupt(data.y_test, p, data.num_classes, gen)
         out = _replace(out, y_test=y_test)
@@ -147,28 +162,41 @@ def _labels(data: DataSplit, p: float, gen: torch.Generator):
     return _replace(data, y_train=y), record, {"y_train": y}
 
 
+def _pixel_layout(input_shape: tuple[int, ...], unit: str) -> tuple[int, int]:
+    """(channels kept together, positions permuted) of one input for a pixel ``unit``."""
+    if unit not in PIXEL_UNITS:
+        raise GentestError(f"pixel unit must be one of {', '.join(PIXEL_UNITS)}, got {unit!r}")
+    n_values = math.prod(input_shape)
+    if unit == "pixel" and len(input_shape) == 3 and input_shape[0] > 1:
+        return input_shape[0], n_values // input_shape[0]
+    return 1, n_values
+
+
 @register_randomization("shuffled-pixels")
-def _shuffled_pixels(data: DataSplit, p: float, gen: torch.Generator):
-    n_features = data.x_train[0].numel()
-    perm = torch.randperm(n_features, generator=gen)
+def _shuffled_pixels(data: DataSplit, p: float, gen: torch.Generator, unit: str = "pixel"):
+    channels, positions = _pixel_layout(tuple(data.x_train.shape[1:]), unit)
+    perm = torch.randperm(positions, generator=gen)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(len(x), -1)[:, perm].reshape(x.shape)
+        return x.reshape(len(x), channels, positions)[:, :, perm].reshape(x.shape)
 
     out = _replace(data, x_train=apply(data.x_train), x_test=apply(data.x_test))
-    return out, {"effective_corruption": 1.0}, {"permutation": perm}
+    return out, {"effective_corruption": 1.0, "unit": unit, "values_per_position": channels}, {"permutation": perm}
 
 
 @register_randomization("random-pixels")
-def _random_pixels(data: DataSplit, p: float, gen: torch.Generator):
+def _random_pixels(data: DataSplit, p: float, gen: torch.Generator, unit: str = "pixel"):
+    channels, positions = _pixel_layout(tuple(data.x_train.shape[1:]), unit)
+
     def apply(x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(len(x), -1)
-        # argsort of i.i.d. uniforms: an independent uniform permutation per row, in one call.
-        perms = torch.rand(flat.shape, generator=gen).argsort(dim=1)
-        return flat.gather(1, perms).reshape(x.shape)
+        flat = x.reshape(len(x), channels, positions)
+        # argsort of i.i.d. uniforms: an independent uniform permutation per image, in one call,
+        # the same for every channel of the image (a pixel's values move together).
+        perms = torch.rand((len(x), positions), generator=gen).argsort(dim=1)
+        return flat.gather(2, perms[:, None, :].expand(-1, channels, -1)).reshape(x.shape)
 
     out = _replace(data, x_train=apply(data.x_train), x_test=apply(data.x_test))
-    return out, {"effective_corruption": 1.0}, {}
+    return out, {"effective_corruption": 1.0, "unit": unit, "values_per_position": channels}, {}
 
 
 @register_randomization("gaussian")

@@ -47,7 +47,8 @@ def training_data(spec: RunSpec, data: DataCache) -> Randomized:
     """The data exactly as ``spec`` trains on it: the dataset with its randomization applied
     (and, for a stability retrain, ``replace_k`` training examples replaced)."""
     randomized = randomize(
-        data.get(spec), spec.randomization, spec.p, spec.seed_for("randomization"), spec.corrupt_test_labels
+        data.get(spec), spec.randomization, spec.p, spec.seed_for("randomization"), spec.corrupt_test_labels,
+        pixel_unit=spec.pixel_unit,
     )
     if spec.replace_k:
         from gentest.stability import replace_examples

@@ -79,6 +79,10 @@ class RunSpec:
     # when "sgd", so ordinary runs keep their keys.
     learner: str = "sgd"
     learner_args: Frozen = "{}"
+    # shuffled-pixels / random-pixels on colour images: permute pixel positions, keeping each
+    # pixel's channel values together ("pixel", the default, the paper's pixels), or every value
+    # on its own ("value"). Left out of the canonical form at the default, so keys hold.
+    pixel_unit: str = "pixel"
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical JSON-ready form (also what the store writes as ``spec.json``)."""
@@ -92,7 +96,9 @@ class RunSpec:
             "corrupt_test_labels": self.corrupt_test_labels,
             "seed": self.seed,
             "train": asdict(self.train),
-        } | ({"replace_k": self.replace_k} if self.replace_k else {}) | (
+        } | ({"pixel_unit": self.pixel_unit} if self.pixel_unit != "pixel" else {}) | (
+            {"replace_k": self.replace_k} if self.replace_k else {}
+        ) | (
             {"learner": {"name": self.learner, **thaw(self.learner_args)}} if self.learner != "sgd" else {}
         )
 
@@ -109,6 +115,7 @@ class RunSpec:
             seed=int(d["seed"]),
             train=TrainSettings(**d.get("train", {})),
             replace_k=int(d.get("replace_k", 0)),
+            pixel_unit=str(d.get("pixel_unit", "pixel")),
             **_learner_fields(d.get("learner")),
         )
 
@@ -121,8 +128,8 @@ class RunSpec:
     def pair_key(self) -> str:
         """Equal for specs that differ only in randomization (the natural/randomized twins)."""
         d = self.to_dict()
-        for k in ("randomization", "p", "corrupt_test_labels"):
-            d.pop(k)
+        for k in ("randomization", "p", "corrupt_test_labels", "pixel_unit"):
+            d.pop(k, None)
         return _digest({"schema": SCHEMA_VERSION, "pair": d})
 
     @property
@@ -138,12 +145,18 @@ class RunSpec:
         """
         return int(hashlib.sha256(f"{self.seed}:{purpose}".encode()).hexdigest()[:15], 16)
 
+    @property
+    def randomization_name(self) -> str:
+        """The randomization as scoring and reports name it: the kind, with ``(values)`` when a
+        pixel randomization permutes single values rather than whole pixels."""
+        return self.randomization + ("(values)" if self.pixel_unit == "value" else "")
+
     def label(self) -> str:
         """A short human-readable name that tells runs apart, e.g.
         ``mnist1d/mlp hidden=[512,512]/labels(p=1)/seed0 #3f2a9c01``: the model's options,
         and the first 8 digits of the key, since runs can differ in settings a label leaves out
         (weight decay, the stopping rule)."""
-        rnd = self.randomization + (f"(p={self.p:g})" if self.randomization == "labels" else "")
+        rnd = self.randomization_name + (f"(p={self.p:g})" if self.randomization == "labels" else "")
         retrain = f"/replace{self.replace_k}" if self.replace_k else ""
         options = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
                            for k, v in sorted(self.to_dict()["model_args"].items()))

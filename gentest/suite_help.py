@@ -50,8 +50,9 @@ SETTINGS = (
     (("learner",), "sgd (train the model with the settings below), or a closed-form learner of Zhang et al. "
                    "section 5: kernel-interpolation, linear-minnorm, linear-sgd, theorem1; a name or a table "
                    "with options such as { name = \"kernel-interpolation\", features = \"gabor\" }"),
-    (("randomization",), "none, labels (p in [0, 1], default 1), shuffled-pixels, random-pixels, gaussian; a name "
-                         "or a table such as { name = \"labels\", p = 0.5 }"),
+    (("randomization",), "none, labels (p in [0, 1], default 1), shuffled-pixels, random-pixels (unit = \"pixel\": "
+                         "a colour pixel's channel values move together, the default; \"value\": every value on "
+                         "its own), gaussian; a name or a table such as { name = \"labels\", p = 0.5 }"),
     (("corrupt_test_labels",), "corrupt the test labels too (labels only): true or false"),
     (("optimizer", "lr", "momentum"), "SGD with momentum: sgd, a number > 0, a number in [0, 1)"),
     (("lr_schedule", "lr_decay"), "constant or exponential (lr * lr_decay per epoch); lr_decay in (0, 1]"),

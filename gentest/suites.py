@@ -172,9 +172,17 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
     else:
         model, model_args = part("model", lambda: _named(settings["model"], "model"))
     randomization, rnd_args = part("randomization", lambda: _named(settings.get("randomization", "none"), "randomization"))
-    unknown = set(rnd_args) - {"p"}
+    from gentest.randomizations import PIXEL_KINDS, PIXEL_UNITS
+
+    allowed_options = {"p", "unit"} if randomization in PIXEL_KINDS else {"p"}
+    unknown = set(rnd_args) - allowed_options
     if unknown:
-        raise GentestError(f"randomization: option '{sorted(unknown)[0]}' is unknown; allowed: p")
+        raise GentestError(f"randomization: option '{sorted(unknown)[0]}' is unknown for '{randomization}'; "
+                           f"allowed: {', '.join(sorted(allowed_options))}")
+    pixel_unit = rnd_args.get("unit", "pixel")
+    if pixel_unit not in PIXEL_UNITS:
+        raise GentestError(f"randomization: unit must be one of {', '.join(repr(u) for u in PIXEL_UNITS)}, "
+                           f"got {pixel_unit!r}")
     train = {k: settings[k] for k in TRAIN_FIELDS if k in settings}
     p = part("randomization", lambda: canonical_p(randomization, rnd_args.get("p")))
     if randomization == "labels" and p == 0.0:
@@ -193,6 +201,7 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
         train=TrainSettings(**train),
         learner=learner,
         learner_args=freeze(learner_args),
+        pixel_unit=pixel_unit,
     )
 
 

@@ -93,18 +93,48 @@ def test_corrupt_test_labels_on_request():
     assert out.record["corrupt_test_labels"] is True
 
 
-def test_shuffled_pixels_is_one_permutation_for_every_image_train_and_test(image_data):
+def test_shuffled_pixels_is_one_permutation_of_pixel_positions_for_every_image_train_and_test(image_data):
+    """A colour pixel moves as one: the 16 positions of a 3x4x4 image are permuted, the same
+    permutation for every channel, every image, train and test (the paper's "pixels")."""
     out = randomize(image_data, "shuffled-pixels", None, seed=2)
     perm = out.tensors["permutation"]
-    assert sorted(perm.tolist()) == list(range(3 * 4 * 4)) and not torch.equal(perm, torch.arange(48))
+    assert sorted(perm.tolist()) == list(range(4 * 4)) and not torch.equal(perm, torch.arange(16))
+    assert out.record["unit"] == "pixel" and out.record["values_per_position"] == 3
     for x, y in ((image_data.x_train, out.data.x_train), (image_data.x_test, out.data.x_test)):
         assert y.shape == x.shape
-        assert torch.equal(y.reshape(len(y), -1), x.reshape(len(x), -1)[:, perm])
+        assert torch.equal(y.reshape(len(y), 3, 16), x.reshape(len(x), 3, 16)[:, :, perm])
     assert torch.equal(out.data.y_train, image_data.y_train)
 
 
-def test_random_pixels_permute_each_image_independently(image_data):
+def test_shuffled_pixels_by_value_permutes_every_value_on_its_own(image_data):
+    out = randomize(image_data, "shuffled-pixels", None, seed=2, pixel_unit="value")
+    perm = out.tensors["permutation"]
+    assert sorted(perm.tolist()) == list(range(3 * 4 * 4))
+    for x, y in ((image_data.x_train, out.data.x_train), (image_data.x_test, out.data.x_test)):
+        assert torch.equal(y.reshape(len(y), -1), x.reshape(len(x), -1)[:, perm])
+    # RGB triples are broken up: some output pixel's (r, g, b) is no input pixel's triple.
+    triples_in = {tuple(t) for t in image_data.x_train[0].reshape(3, 16).T.tolist()}
+    triples_out = {tuple(t) for t in out.data.x_train[0].reshape(3, 16).T.tolist()}
+    assert triples_out != triples_in
+
+
+def test_random_pixels_permute_each_image_independently_keeping_rgb_triples(image_data):
     out = randomize(image_data, "random-pixels", None, seed=2)
+    pix_in = image_data.x_train.reshape(30, 3, 16).transpose(1, 2)  # (image, position, rgb)
+    pix_out = out.data.x_train.reshape(30, 3, 16).transpose(1, 2)
+    perms = set()
+    for i in range(30):
+        # every output pixel is one input pixel of the same image, each used once
+        where = [next(j for j in range(16) if torch.equal(pix_out[i, k], pix_in[i, j])) for k in range(16)]
+        assert sorted(where) == list(range(16))
+        perms.add(tuple(where))
+    assert len(perms) == 30  # not one shared permutation
+    assert torch.equal(out.data.y_train, image_data.y_train)
+    assert not torch.equal(out.data.x_test, image_data.x_test)
+
+
+def test_random_pixels_by_value_permutes_values_per_image(image_data):
+    out = randomize(image_data, "random-pixels", None, seed=2, pixel_unit="value")
     flat_in = image_data.x_train.reshape(30, -1)
     flat_out = out.data.x_train.reshape(30, -1)
     # Every image keeps its multiset of values (a permutation of itself)...
@@ -112,8 +142,31 @@ def test_random_pixels_permute_each_image_independently(image_data):
     # ...but not by one shared permutation: recover each image's permutation and compare.
     perms = {tuple(torch.argsort(flat_in[i])[torch.argsort(torch.argsort(flat_out[i]))].tolist()) for i in range(30)}
     assert len(perms) == 30
-    assert torch.equal(out.data.y_train, image_data.y_train)
-    assert not torch.equal(out.data.x_test, image_data.x_test)
+
+
+@pytest.mark.parametrize("kind", ["shuffled-pixels", "random-pixels"])
+def test_on_sequences_and_grey_images_both_units_are_the_same_permutation(kind):
+    """One value per position (MNIST-1D's (40,), a (1, H, W) image): the two units give the
+    same data bit for bit, the permutation of all features that gentest has always drawn."""
+    gen = torch.Generator().manual_seed(5)
+    for shape in ((40,), (1, 5, 5)):
+        data = DataSplit("seq", torch.rand(20, *shape, generator=gen), torch.randint(0, 3, (20,), generator=gen),
+                         torch.rand(6, *shape, generator=gen), torch.randint(0, 3, (6,), generator=gen), 3)
+        a = randomize(data, kind, None, seed=3)
+        b = randomize(data, kind, None, seed=3, pixel_unit="value")
+        assert torch.equal(a.data.x_train, b.data.x_train) and torch.equal(a.data.x_test, b.data.x_test)
+        flat = data.x_train.reshape(20, -1)
+        g = torch.Generator().manual_seed(3)
+        if kind == "shuffled-pixels":
+            expected = flat[:, torch.randperm(flat.shape[1], generator=g)]
+        else:
+            expected = flat.gather(1, torch.rand(flat.shape, generator=g).argsort(dim=1))
+        assert torch.equal(a.data.x_train.reshape(20, -1), expected)
+
+
+def test_an_unknown_pixel_unit_is_refused(image_data):
+    with pytest.raises(GentestError, match="pixel unit"):
+        randomize(image_data, "shuffled-pixels", None, seed=2, pixel_unit="channel")
 
 
 def test_gaussian_inputs_match_per_feature_mean_and_std():

@@ -42,6 +42,20 @@ def test_partial_corruption_table_and_effective_p(tmp_path):
     assert sorted({(s.randomization, s.p) for s in suite.specs}) == [("labels", 0.5), ("labels", 1.0), ("none", 0.0)]
 
 
+def test_pixel_unit_value_is_its_own_run_of_the_same_pair(tmp_path):
+    """unit = "value" is a different randomization of the same pair; the default unit ("pixel")
+    is left out of the canonical form, so keys of existing runs hold."""
+    suite = load_suite(str(write_suite(tmp_path, randomizations=(
+        "none", "shuffled-pixels", '{ name = "shuffled-pixels", unit = "value" }', '{ name = "shuffled-pixels", unit = "pixel" }'), seeds=(0,))))
+    assert len(suite.specs) == 3  # unit = "pixel" is the default: the same run as "shuffled-pixels"
+    by_unit = {s.pixel_unit: s for s in suite.specs if s.randomization == "shuffled-pixels"}
+    assert set(by_unit) == {"pixel", "value"} and by_unit["pixel"].key != by_unit["value"].key
+    assert len({s.pair_key for s in suite.specs}) == 1
+    assert "pixel_unit" not in by_unit["pixel"].to_dict() and by_unit["value"].to_dict()["pixel_unit"] == "value"
+    assert RunSpec.from_dict(by_unit["value"].to_dict()) == by_unit["value"]
+    assert by_unit["value"].randomization_name == "shuffled-pixels(values)" and "(values)" in by_unit["value"].label()
+
+
 def test_key_is_stable_across_processes_and_round_trips():
     spec = RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=3)
     # A fixed value: if this changes, every stored run is invalidated, which needs a
@@ -96,6 +110,14 @@ BAD = {
     "dropout in the model": (
         "[base]\ndataset='mnist1d'\nmodel={name='mlp', dropout=0.5}\n",
         r"dropout is a training setting",
+    ),
+    "unit on labels": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\nrandomization={name='labels', unit='value'}\n",
+        r"randomization: option 'unit' is unknown for 'labels'; allowed: p",
+    ),
+    "unknown pixel unit": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\nrandomization={name='random-pixels', unit='rgb'}\n",
+        r"randomization: unit must be one of 'pixel', 'value', got 'rgb'",
     ),
     "missing model": ("[base]\ndataset='mnist1d'\n", r"key 'model': required in \[base\] or \[axes\]"),
     "malformed toml": ("[base\ndataset=", r"s\.toml: not valid TOML"),
