@@ -432,9 +432,10 @@ def random_stream_seed(cache: "RunCache", name: str) -> int:
     seeded from its *pair* (``RunSpec.pair_key``: every setting and the seed, not the
     randomization), so the natural and the randomized twin of a pair draw the same subsample
     indices, probe vectors and noise directions, and the difference of their values carries
-    less estimator noise. An in-memory cache (no stored run) is seeded from its key.
+    less estimator noise. A cache without a stored run's spec is seeded from its key.
     """
-    source = cache.run.spec.pair_key if cache.run is not None else cache.key
+    pair_key = getattr(getattr(cache.run, "spec", None), "pair_key", None)
+    source = pair_key if pair_key is not None else cache.key
     return int(hashlib.sha256(f"{source}:{name}".encode()).hexdigest()[:15], 16)
 
 

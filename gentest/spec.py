@@ -40,6 +40,8 @@ class TrainSettings:
     The stopping rule follows the paper and Jiang et al. (2020): stop when the training set is
     fit (train accuracy >= ``stop_train_acc``) or the train cross-entropy falls below
     ``stop_train_loss``, whichever comes first, but after at most ``max_epochs`` epochs.
+    ``stop_train_acc = None`` switches the accuracy rule off, for the cross-entropy rule of
+    Jiang et al. and Dziugaite et al. alone (train every model to the same loss).
     """
 
     optimizer: str = "sgd"
@@ -51,7 +53,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     augment: bool = False  # images: random crop (4-pixel zero padding) and flip; sequences: random shift by up to 4
     dropout: float = 0.0
-    stop_train_acc: float = 1.0
+    stop_train_acc: float | None = 1.0  # None: no accuracy rule (a suite writes stop_train_acc = false)
     stop_train_loss: float | None = None
     max_epochs: int = 100
 

@@ -59,11 +59,14 @@ SETTINGS = (
     (("batch_size", "weight_decay", "dropout"), "an integer >= 1, a number >= 0, a number in [0, 1)"),
     (("augment",), "random crop (4-pixel padding) and flip, images only: true or false"),
     (("stop_train_acc", "stop_train_loss", "max_epochs"),
-     "stop when train accuracy >= the first or train cross-entropy < the second, after at most this many epochs"),
+     "stop when train accuracy >= the first or train cross-entropy < the second, after at most this many epochs; "
+     "stop_train_acc = false leaves the cross-entropy rule alone (Jiang et al.)"),
     (("seed",), "initialization, batch order and randomization: an integer >= 0"),
+    (("recipe",), "[axes] only: a list of tables of settings applied together (paired axes), e.g. "
+                  "recipe = [{ weight_decay = 0.0 }, { stop_train_acc = false, stop_train_loss = 0.01 }]"),
 )
 
-_SPEC_DEFAULTS = {"dataset": "required", "model": "required (sgd)", "learner": "sgd", "randomization": "none", "corrupt_test_labels": False,
+_SPEC_DEFAULTS = {"dataset": "required", "model": "required (sgd)", "learner": "sgd", "recipe": "none", "randomization": "none", "corrupt_test_labels": False,
                   "seed": 0}
 
 

@@ -17,6 +17,7 @@ A suite file::
     [axes]                                # the grid is the product of these lists
     randomization = ["none", "labels", { name = "labels", p = 0.5 }, "random-pixels"]
     seed = [0, 1, 2]
+    recipe = [{ weight_decay = 0.0 }, { stop_train_acc = false, stop_train_loss = 0.01 }]  # paired settings
 
 Suite files are UTF-8. ``labels`` with ``p = 0`` corrupts nothing: it is the natural run and
 becomes ``"none"`` (same run key, trained once); settings that give the same run twice in a
@@ -45,6 +46,9 @@ SPEC_KEYS = ("dataset", "model", "randomization", "seed", "corrupt_test_labels",
 SETTING_KEYS = SPEC_KEYS + tuple(TRAIN_FIELDS)
 TOP_TABLES = ("suite", "base", "axes")
 SUITE_KEYS = ("name", "description", "measures", "cost")
+# An axis whose values are tables of settings applied together ("paired axes"): a training
+# recipe, e.g. [{ weight_decay = 0.0 }, { weight_decay = 5e-4, lr_schedule = "exponential" }].
+RECIPE = "recipe"
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,16 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
     _check_keys(meta, SUITE_KEYS, lambda k: fail(f"[suite] key '{k}'", f"unknown; allowed: {', '.join(SUITE_KEYS)}"))
     allowed = ", ".join(SETTING_KEYS)
     _check_keys(base, SETTING_KEYS, lambda k: fail(f"[base] key '{k}'", f"unknown; allowed: {allowed}"))
-    _check_keys(axes, SETTING_KEYS, lambda k: fail(f"[axes] key '{k}'", f"unknown; allowed: {allowed}"))
+    _check_keys(axes, SETTING_KEYS + (RECIPE,),
+                lambda k: fail(f"[axes] key '{k}'", f"unknown; allowed: {allowed}, {RECIPE}"))
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise fail(f"[axes] {key}", "must be a non-empty list of values")
         for value in values:
-            _setting_error(key, value, lambda msg: fail(f"[axes] {key}", msg))
+            if key == RECIPE:
+                _recipe_error(value, axes, lambda msg: fail(f"[axes] {RECIPE}", msg))
+            else:
+                _setting_error(key, value, lambda msg: fail(f"[axes] {key}", msg))
     for key, value in base.items():
         _setting_error(key, value, lambda msg, key=key: fail(f"[base] {key}", msg))
     for key in ("dataset", "model"):
@@ -134,6 +142,7 @@ def parse_suite(doc: dict[str, Any], path: Path) -> Suite:
     specs: dict[str, RunSpec] = {}
     for combo in itertools.product(*axes.values()):
         settings = {**base, **dict(zip(axes, combo))}
+        settings |= settings.pop(RECIPE, {})  # a recipe sets several settings at once
         try:
             spec = build_spec(settings)
         except GentestError as e:
@@ -184,6 +193,11 @@ def build_spec(settings: dict[str, Any]) -> RunSpec:
         raise GentestError(f"randomization: unit must be one of {', '.join(repr(u) for u in PIXEL_UNITS)}, "
                            f"got {pixel_unit!r}")
     train = {k: settings[k] for k in TRAIN_FIELDS if k in settings}
+    if train.get("stop_train_acc") is False:  # `stop_train_acc = false`: no accuracy rule
+        train["stop_train_acc"] = None
+        if train.get("stop_train_loss") is None:
+            raise GentestError("stop_train_acc = false leaves no stopping rule: set stop_train_loss "
+                               "(e.g. 0.01, train cross-entropy) as well")
     p = part("randomization", lambda: canonical_p(randomization, rnd_args.get("p")))
     if randomization == "labels" and p == 0.0:
         # No label corrupted: the natural run itself. The same key as "none", so it is trained
@@ -250,12 +264,26 @@ _RULES: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "weight_decay": ((int, float), lambda v: v >= 0, "a number >= 0"),
     "augment": ((bool,), lambda v: True, "true or false"),
     "dropout": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "stop_train_acc": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "stop_train_acc": ((bool, int, float), lambda v: v is False or (v is not True and 0 < v <= 1),
+                       "a number in (0, 1], or false for no accuracy rule"),
     "stop_train_loss": ((int, float), *_POSITIVE),
     "max_epochs": ((int,), lambda v: v >= 1, "an integer >= 1"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
     "corrupt_test_labels": ((bool,), lambda v: True, "true or false"),
 }
+
+
+def _recipe_error(value: Any, axes: dict[str, Any], fail) -> None:
+    """Raise ``fail(message)`` unless a recipe is a non-empty table of known, valid settings that
+    no other axis also varies."""
+    if not isinstance(value, dict) or not value:
+        raise fail(f"each recipe must be a table of settings, e.g. {{ weight_decay = 0.0005 }}, got {value!r}")
+    for key, setting in value.items():
+        if key not in SETTING_KEYS:
+            raise fail(f"recipe key '{key}' is unknown; allowed: {', '.join(SETTING_KEYS)}")
+        if key in axes:
+            raise fail(f"'{key}' is both an axis and set by a recipe; use one of the two")
+        _setting_error(key, setting, lambda msg, key=key: fail(f"{key}: {msg}"))
 
 
 def _setting_error(key: str, value: Any, fail) -> None:

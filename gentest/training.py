@@ -3,8 +3,8 @@
 Natural and randomized twins train to the same rule (Zhang et al. 2017, section 2; Jiang et
 al. 2020 train every model to the same cross-entropy), so a measure cannot separate them by
 training progress alone: stop when train accuracy reaches ``stop_train_acc`` (100 % by
-default) or the train cross-entropy falls below ``stop_train_loss``, after at most
-``max_epochs`` epochs. Steps-to-fit is recorded (the paper's Figure 1b).
+default; ``None`` switches this rule off) or the train cross-entropy falls below
+``stop_train_loss``, after at most ``max_epochs`` epochs. Steps-to-fit is recorded (the paper's Figure 1b).
 
 The whole dataset lives on the device as tensors; batches are index slices of a seeded
 permutation, and augmentation is batched tensor work: no per-sample Python in the loop. Train
@@ -130,7 +130,8 @@ def train(
 
     def fitted(row: dict[str, Any]) -> bool:
         loss_rule = settings.stop_train_loss is not None and row["train_loss"] < settings.stop_train_loss
-        return row["train_acc"] >= settings.stop_train_acc or loss_rule
+        acc_rule = settings.stop_train_acc is not None and row["train_acc"] >= settings.stop_train_acc
+        return acc_rule or loss_rule
 
     start = time.perf_counter()
     n, steps = len(x_train), 0

@@ -51,9 +51,12 @@ def _stopping_rule(ctx) -> str:
     train = getattr(getattr(ctx, "spec", None), "train", None)
     if train is None:
         return "unknown"
-    rule = f"train accuracy >= {train.stop_train_acc:g}"
+    rules = []
+    if train.stop_train_acc is not None:
+        rules.append(f"train accuracy >= {train.stop_train_acc:g}")
     if train.stop_train_loss is not None:
-        rule += f" or train cross-entropy < {train.stop_train_loss:g}"
+        rules.append(f"train cross-entropy < {train.stop_train_loss:g}")
+    rule = " or ".join(rules) or "none"
     return f"{rule}, at most {train.max_epochs} epochs"
 
 

@@ -56,6 +56,33 @@ def test_pixel_unit_value_is_its_own_run_of_the_same_pair(tmp_path):
     assert by_unit["value"].randomization_name == "shuffled-pixels(values)" and "(values)" in by_unit["value"].label()
 
 
+def test_a_recipe_axis_sets_several_settings_per_value(tmp_path):
+    """recipe = [...]: paired axes. Three recipes x two randomizations = six runs; the cross-
+    entropy recipe switches the accuracy rule off; the default recipe keeps existing keys."""
+    path = write(tmp_path, """
+        [base]
+        dataset = "mnist1d"
+        model = "mlp"
+        [axes]
+        randomization = ["none", "labels"]
+        recipe = [{ weight_decay = 0.0 }, { weight_decay = 0.0005, lr_schedule = "exponential" },
+                  { stop_train_acc = false, stop_train_loss = 0.01 }]
+        """)
+    specs = load_suite(str(path)).specs
+    assert len(specs) == 6
+    recipes = {(s.train.weight_decay, s.train.lr_schedule, s.train.stop_train_acc, s.train.stop_train_loss)
+               for s in specs}
+    assert recipes == {(0.0, "constant", 1.0, None), (0.0005, "exponential", 1.0, None), (0.0, "constant", None, 0.01)}
+    plain = next(s for s in specs if s.train.weight_decay == 0.0 and s.train.stop_train_acc == 1.0 and s.is_natural)
+    without_recipe = write(tmp_path, """
+        [base]
+        dataset = "mnist1d"
+        model = "mlp"
+        """)
+    assert plain.key == load_suite(str(without_recipe)).specs[0].key  # a recipe is only its settings
+    assert len({s.pair_key for s in specs}) == 3
+
+
 def test_key_is_stable_across_processes_and_round_trips():
     spec = RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=3)
     # A fixed value: if this changes, every stored run is invalidated, which needs a
@@ -118,6 +145,30 @@ BAD = {
     "unknown pixel unit": (
         "[base]\ndataset='mnist1d'\nmodel='mlp'\nrandomization={name='random-pixels', unit='rgb'}\n",
         r"randomization: unit must be one of 'pixel', 'value', got 'rgb'",
+    ),
+    "no stopping rule": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\nstop_train_acc=false\n",
+        r"stop_train_acc = false leaves no stopping rule: set stop_train_loss",
+    ),
+    "true accuracy rule": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\nstop_train_acc=true\n",
+        r"\[base\] stop_train_acc: True is not allowed; expected a number in \(0, 1\], or false",
+    ),
+    "recipe not a table": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\n[axes]\nrecipe=[0.1]\n",
+        r"\[axes\] recipe: each recipe must be a table of settings",
+    ),
+    "recipe unknown key": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\n[axes]\nrecipe=[{wd=0.1}]\n",
+        r"\[axes\] recipe: recipe key 'wd' is unknown",
+    ),
+    "recipe and axis": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\n[axes]\nweight_decay=[0.0]\nrecipe=[{weight_decay=0.1}]\n",
+        r"'weight_decay' is both an axis and set by a recipe",
+    ),
+    "recipe bad value": (
+        "[base]\ndataset='mnist1d'\nmodel='mlp'\n[axes]\nrecipe=[{lr=-1}]\n",
+        r"\[axes\] recipe: lr: -1 is not allowed",
     ),
     "missing model": ("[base]\ndataset='mnist1d'\n", r"key 'model': required in \[base\] or \[axes\]"),
     "malformed toml": ("[base\ndataset=", r"s\.toml: not valid TOML"),

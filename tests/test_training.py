@@ -69,6 +69,19 @@ def test_loss_threshold_is_an_alternative_stopping_rule():
     assert all(row["train_loss"] >= 0.5 and row["train_acc"] < 1.0 for row in result.curve[:-1])
 
 
+def test_without_the_accuracy_rule_training_goes_on_to_the_loss_threshold():
+    """stop_train_acc = None (a suite's `stop_train_acc = false`): 100 % train accuracy does not
+    stop the run; only train cross-entropy below the threshold does (Jiang et al.'s rule)."""
+    spec = tiny_spec(stop_train_acc=None, stop_train_loss=0.01, max_epochs=400)
+    result = train(spec, data_for(spec), CPU)
+    assert result.metrics["fitted"] and result.curve[-1]["train_loss"] < 0.01
+    assert all(row["train_loss"] >= 0.01 for row in result.curve[:-1])
+    # it went on past the epoch where the accuracy rule would have stopped it
+    first_full = next(row["epoch"] for row in result.curve if row["train_acc"] == 1.0)
+    assert result.curve[-1]["epoch"] > first_full
+    assert result.metrics["steps_to_fit"] == result.curve[-1]["steps"]
+
+
 def test_exponential_schedule_decays_per_epoch():
     spec = tiny_spec("labels", 1.0, lr_schedule="exponential", lr_decay=0.9, max_epochs=3, lr=0.01)
     curve = train(spec, data_for(spec), CPU).curve
