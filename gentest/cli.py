@@ -382,7 +382,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     for failure in result.failures:
-        console.print(f"[red]FAIL[/red] {escape(failure)}", highlight=False)
+        console.print(f"[red]FAIL[/red] {escape(failure)}", highlight=False, soft_wrap=True)  # one line per failure, for grep and CI logs
     return EXIT_FAILED
 
 
