@@ -234,10 +234,13 @@ class GridPlan:
         if runs_per_job is not None and runs_per_job < 1:
             raise GentestError(f"--runs-per-job must be at least 1, not {runs_per_job}")
         if cluster:
-            from gentest.executors.cluster import SlurmOptions, _submitit, parse_params
+            from gentest.executors.cluster import SlurmOptions, _submitit, parse_params, require_slurm
 
-            _submitit()  # one sentence now if submitit is missing, not after the suite is planned
+            # Malformed options first, then what the machine lacks, all before the suite is planned.
             options = SlurmOptions(runs_per_job=runs_per_job or 1, params=parse_params(slurm.pop("param", [])))
+            if executor == "slurm":
+                require_slurm()
+            _submitit()
             for name, attr in (("partition", "partition"), ("time", "time_min"), ("gpus_per_job", "gpus_per_job"),
                                ("cpus_per_job", "cpus_per_job"), ("array_parallelism", "array_parallelism"),
                                ("account", "account"), ("qos", "qos")):

@@ -172,12 +172,22 @@ def test_unknown_executor_is_refused_by_the_parser(tmp_path, capsys):
     assert code == 2 and "invalid choice: 'nope'" in err
 
 
-def test_slurm_without_a_cluster_or_without_submitit_says_so(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("submitit_installed", [True, False])
+def test_slurm_without_a_cluster_says_so_whether_or_not_submitit_is_installed(tmp_path, capsys, monkeypatch,
+                                                                              submitit_installed):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here, even on a machine that has one
+    if not submitit_installed:
+        monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     code, _, err = run_cli(capsys, "train", "ci", "--store", tmp_path / "s", "--executor", "slurm", "--device", "cpu")
-    assert code == 2 and "needs a Slurm cluster" in err and "Traceback" not in err
+    assert code == 2 and "needs a Slurm cluster: sbatch is not on PATH" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_submitit_local_without_submitit_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     code, _, err = run_cli(capsys, "train", "ci", "--store", tmp_path / "s", "--executor", "submitit-local")
-    assert code == 2 and 'pip install "gentest-harness[slurm]"' in err
+    assert code == 2 and 'pip install "gentest-harness[slurm]"' in err and "Traceback" not in err
 
 
 def test_submitit_local_trains_a_suite_end_to_end_and_status_reports_it(tmp_path, capsys):

@@ -14,6 +14,7 @@ anywhere. The parent waits and shows progress, or returns the job ids at once (`
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,14 @@ def _submitit():
             "the slurm and submitit-local executors need submitit: pip install \"gentest-harness[slurm]\""
         ) from None
     return submitit
+
+
+def require_slurm() -> None:
+    """One sentence when this machine cannot submit to Slurm (checked before submitit, which
+    would not help)."""
+    if shutil.which("sbatch") is None:
+        raise GentestError("--executor slurm needs a Slurm cluster: sbatch is not on PATH "
+                           "(--executor submitit-local runs the same jobs on this machine)")
 
 
 @dataclass
