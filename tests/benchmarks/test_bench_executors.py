@@ -5,6 +5,9 @@
 - ``grid-8-ci-runs``: train 8 ci-sized runs with ``--jobs 1`` (the baseline) and ``--jobs 2``,
   one torch thread per worker either way (so both give the same bits); each round starts from
   an empty store, worker start-up included.
+- ``parallel-ceiling-sgemm``: the same float32 matmuls (one torch thread each) done by one
+  process, then split over two processes started beforehand: what two workers can gain on
+  this machine at best, before any start-up cost. Read the grid's ratio against this one.
 - ``submitit-local-noop-jobs``: 4 units whose runs are already stored (so the work is nothing)
   through submitit's local executor, against the same units run in this process: the
   difference is submitit's overhead (pickling, a subprocess per job, polling).
@@ -15,6 +18,8 @@ In ordinary test runs (benchmarks disabled) each body runs once, as a smoke test
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +68,44 @@ def test_grid_jobs_1_baseline(benchmark, grid):
 @pytest.mark.benchmark(group="grid-8-ci-runs")
 def test_grid_jobs_2(benchmark, grid):
     assert benchmark.pedantic(train_grid, args=(*grid, 2), rounds=2, iterations=1) == 8
+
+
+# A worker for the ceiling: import torch, say "ready", wait for "go", do its share of matmuls.
+SGEMM_WORKER = """
+import sys, torch
+torch.set_num_threads(1)
+a, b = torch.randn(512, 512), torch.randn(512, 512)
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    a @ b
+"""
+SGEMM_TOTAL = 400  # matmuls of 512 x 512 in all, split evenly over the processes
+
+
+def start_sgemm_workers(n: int):
+    procs = [subprocess.Popen([sys.executable, "-c", SGEMM_WORKER, str(SGEMM_TOTAL // n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    return (procs,), {}
+
+
+def release_sgemm_workers(procs) -> int:
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return sum(p.wait() == 0 for p in procs)
+
+
+@pytest.mark.benchmark(group="parallel-ceiling-sgemm")
+def test_sgemm_one_process_baseline(benchmark):
+    assert benchmark.pedantic(release_sgemm_workers, setup=lambda: start_sgemm_workers(1), rounds=3) == 1
+
+
+@pytest.mark.benchmark(group="parallel-ceiling-sgemm")
+def test_sgemm_split_over_two_processes(benchmark):
+    assert benchmark.pedantic(release_sgemm_workers, setup=lambda: start_sgemm_workers(2), rounds=3) == 2
 
 
 @pytest.fixture(scope="module")
