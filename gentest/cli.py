@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(command=cmd_doctor)
     suites = sub.add_parser("suites", help="the suite file format, with an example, and the built-in suites")
     suites.set_defaults(command=cmd_suites)
+
+    compare = sub.add_parser("compare", help="two reports of one suite (e.g. from two machines), verdict by "
+                                             "verdict; exit 1 if a definite verdict contradicts another")
+    compare.add_argument("report_a", help="a report folder (or its leaderboard.json)")
+    compare.add_argument("report_b", help="another report of the same suite")
+    compare.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    compare.set_defaults(command=cmd_compare)
     return parser
 
 
@@ -455,6 +462,17 @@ def _print_problems(console, problems: list) -> None:
 
     for problem in problems:
         console.print(f"[red]{escape(str(problem))}[/red]", highlight=False)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gentest.compare import compare, load_leaderboard, render
+
+    result = compare(load_leaderboard(args.report_a), load_leaderboard(args.report_b))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print("\n".join(render(result, args.report_a, args.report_b)))
+    return EXIT_FAILED if result.contradictions else EXIT_OK
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
