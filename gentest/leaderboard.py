@@ -50,6 +50,8 @@ class MeasureScore:
     env_kendall_tau: dict[str, float | None] = field(default_factory=dict)  # tau-b per environment with a sweep
     psi: float | None = None  # Jiang et al.'s granulated consistency over the suite's axes
     psi_by_axis: dict[str, float | None] = field(default_factory=dict)
+    n_gap_ties: int = 0  # pairs left out because the twins' gaps are equal (nothing to order)
+    gap_tied_envs: list[str] = field(default_factory=list)  # environments where every pair's gaps are equal
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

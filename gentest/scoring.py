@@ -22,8 +22,12 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
 * **Sign-error** (Dziugaite et al., "In search of robust measures of generalization",
   NeurIPS 2020, section 3; anchors.md section 4). For a pair,
   ``ℓ = (1 − sign(μ_nat − μ_rand) · sign(g_nat − g_rand)) / 2 ∈ {0, ½, 1}``: 0 if the measure
-  orders the twins like the gap, 1 if it inverts them, ½ if it ties them (or, never in a
-  healthy suite, if the gaps tie). ``sign_error`` is the mean of ``ℓ`` over scored pairs.
+  orders the twins like the gap, 1 if it inverts them, ½ if it ties them. ``sign_error`` is
+  the mean of ``ℓ`` over scored pairs. A pair whose twins have *equal gaps* is left out for
+  every measure (and counted, ``n_gap_ties``): there is no order to get right, and Dziugaite
+  et al.'s pair weight ``(ψ_H(|Δg|) − ½)₊`` is 0 at ``Δg = 0``. It happens by chance when the
+  twins generalize alike, since accuracies are discrete (an MLP's shuffled-pixel twin learns
+  an equivalent problem: paper-fig1 has such a pair at 1,000 test points).
   Signs are taken by comparison (``(a > b) − (a < b)``), so ``±inf`` values order normally and
   two equal infinities tie.
 
@@ -139,8 +143,9 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
 * **Controls** (DESIGN.md). ``control.gap`` (the gap itself, an oracle) must have sign-error 0
   on every pair; ``control.param_count`` (a property of the architecture alone) must tie every
   pair. These are conditions on the pairs, not on the verdict, so they hold on a one-seed suite
-  too. If either does not, the suite is broken (e.g. twins with equal gaps, or twins with
-  different architectures), not the measures: see :func:`controls_ok`.
+  too. If either does not, or if *every* pair of an environment has equal gaps (a
+  randomization that changed nothing), the suite is broken (e.g. twins with different
+  architectures), not the measures: see :func:`controls_ok`.
 """
 
 from __future__ import annotations
@@ -322,7 +327,18 @@ def score_measure(
     pair_seeds: list[int] = []
     envs: list[str] = []
     n_ties = n_undecided = n_gap_ties = 0
+    env_pairs: dict[str, int] = defaultdict(int)
+    env_gap_ties: dict[str, int] = defaultdict(int)
     for nat, rnd in pair_runs(runs):
+        env = environment_of(nat, rnd)
+        env_pairs[env] += 1
+        s_gap = _sign(nat.gap, rnd.gap)
+        if s_gap == 0:
+            # Equal gaps leave nothing to order: no measure can be right or wrong on the pair
+            # (Dziugaite et al.'s pair weight is 0 at Δg = 0), so it is left out, and counted.
+            n_gap_ties += 1
+            env_gap_ties[env] += 1
+            continue
         if nat.key not in mu or rnd.key not in mu:
             continue
         s_mu = _sign(mu[nat.key], mu[rnd.key])
@@ -331,14 +347,13 @@ def score_measure(
             undecided = noise > 0 and abs(mu[nat.key] - mu[rnd.key]) <= z * noise
         else:
             undecided = False
-        s_gap = _sign(nat.gap, rnd.gap)
         loss2.append(1 if undecided else 1 - s_mu * s_gap)
         pair_seeds.append(nat.seed)
-        envs.append(environment_of(nat, rnd))
+        envs.append(env)
         n_ties += s_mu == 0
         n_undecided += undecided
-        n_gap_ties += s_mu != 0 and not undecided and s_gap == 0
     n_pairs = len(loss2)
+    gap_tied_envs = sorted(env for env, n in env_gap_ties.items() if n == env_pairs[env])
 
     sign_error = sum(loss2) / (2 * n_pairs) if n_pairs else None
     env_loss: dict[str, list[int]] = defaultdict(list)
@@ -394,6 +409,8 @@ def score_measure(
         env_kendall_tau=_env_kendall_tau(runs, mu),
         psi=psi,
         psi_by_axis=psi_by_axis,
+        n_gap_ties=n_gap_ties,
+        gap_tied_envs=gap_tied_envs,
     )
 
 
@@ -562,6 +579,8 @@ def _verdict(
         if errors:
             reason = f"errored on {errors} of {_plural(n_runs, 'run')}"
             return "error", reason + ("; no pair could be scored" if not n_pairs else "")
+        if n_gap_ties:
+            return "error", f"every pair has equal gaps ({n_gap_ties}): nothing to order"
         return "error", "no natural/randomized pair to score"
     assert sign_error is not None
     sep, inv = THRESHOLDS["separates_max_sign_error"], THRESHOLDS["inverts_min_sign_error"]
@@ -574,7 +593,7 @@ def _verdict(
     if n_undecided:
         extras.append(f"{n_undecided} of {_plural(n_pairs, 'pair')} undecided within the measures' noise")
     if n_gap_ties:
-        extras.append(f"{_plural(n_gap_ties, 'pair')} with equal gaps")
+        extras.append(f"{_plural(n_gap_ties, 'pair')} with equal gaps left out")
 
     if n_ties == n_pairs:
         counts = f"ties every pair ({n_ties} of {n_pairs})"
@@ -654,9 +673,9 @@ NOT_EVALUATED = "nothing has been evaluated yet: the store holds runs but no mea
 def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
     """Check the built-in controls; ``(True, "")`` or ``(False, one sentence why)``.
 
-    ``control.gap`` must have sign-error exactly 0 (it orders every pair like the gap);
-    ``control.param_count`` must tie every pair (``n_ties == n_pairs > 0``). Otherwise the suite
-    is broken. The sentence ends with the conclusion; callers print it as it is.
+    ``control.gap`` must have sign-error exactly 0 (it orders every pair like the gap) and no
+    environment may have equal gaps on every pair; ``control.param_count`` must tie every pair
+    (``n_ties == n_pairs > 0``). Otherwise the suite is broken. The sentence ends with the conclusion; callers print it as it is.
     """
     by_name = {s.name: s for s in scores}
     missing: list[str] = []
@@ -665,15 +684,14 @@ def controls_ok(scores: list[MeasureScore]) -> tuple[bool, str]:
     gap = by_name.get(CONTROL_GAP)
     if gap is None:
         missing.append(f"{CONTROL_GAP} was not evaluated")
+    elif gap.gap_tied_envs:
+        # One pair with equal gaps is chance (accuracies are discrete); every pair of an
+        # environment is a randomization that changed nothing.
+        broken.append(f"every pair of {gap.gap_tied_envs[0]} has equal gaps (does its randomization change the data?)")
     elif gap.verdict == "error":
         broken.append(_error_phrase(gap))
     elif not (gap.sign_error == 0 and gap.n_pairs > 0):
-        what = f"{CONTROL_GAP} has sign-error {gap.sign_error:.3g} instead of 0"
-        if gap.n_ties:
-            what += f" ({gap.n_ties} of {_plural(gap.n_pairs, 'pair')} have equal gaps)"
-        else:
-            what += f" ({gap.reason})"
-        broken.append(what)
+        broken.append(f"{CONTROL_GAP} has sign-error {gap.sign_error:.3g} instead of 0 ({gap.reason})")
 
     pc = by_name.get(CONTROL_PARAM_COUNT)
     if pc is None:

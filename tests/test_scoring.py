@@ -165,11 +165,27 @@ def test_tie_counts_half_and_gap_tie_counts_half():
     assert sc.sign_error_ci == (0.0, 0.375)
     assert sc.verdict == "inconclusive" and sc.reason.endswith("add seeds")
 
-    # Equal gaps with different measure values: ℓ = ½ too, but not a measure tie.
+    # Equal gaps with different measure values: nothing to order, so the pair is left out.
     eq = [run("n", "g", gap=0.3), run("r", "g", "labels", gap=0.3)]
     sc = score(eq, {"n": 1.0, "r": 2.0})
-    assert sc.sign_error == 0.5 and sc.n_ties == 0
-    assert "equal gaps" in sc.reason
+    assert sc.n_pairs == 0 and sc.sign_error is None and sc.n_gap_ties == 1 and sc.n_ties == 0
+    assert sc.verdict == "error" and "every pair has equal gaps" in sc.reason
+
+
+def test_a_pair_with_equal_gaps_is_left_out_for_every_measure():
+    # Three seeds; seed 1's twins happen to have equal gaps. By hand: the two other pairs are
+    # ordered right by "right" (sign-error 0 over 2 pairs) and inverted by "wrong" (1 over 2);
+    # a measure that ties seed 1 is not charged a tie there either.
+    runs = suite()
+    runs[3] = run(runs[3].key, runs[3].pair_key, "labels", seed=1, gap=runs[2].gap)
+    right = gap_values(runs)
+    wrong = {k: -v for k, v in right.items()}
+    for values, expected in ((right, 0.0), (wrong, 1.0)):
+        sc = score(runs, values)
+        assert (sc.n_pairs, sc.n_gap_ties, sc.sign_error, sc.n_seeds) == (2, 1, expected, 2)
+        assert "1 pair with equal gaps left out" in sc.reason and sc.gap_tied_envs == []
+    tied_there = {**right, runs[3].key: right[runs[2].key]}
+    assert score(runs, tied_there).n_ties == 0
 
 
 def test_thresholds_are_inclusive():
@@ -412,13 +428,25 @@ def test_controls_fail_when_param_count_varies_between_twins():
     assert "the suite, not the measures, is broken" in msg and "\n" not in msg
 
 
-def test_controls_fail_when_twins_have_equal_gaps():
+def test_one_pair_with_equal_gaps_is_chance_not_a_broken_suite():
     runs = suite()
     runs[1] = run(runs[1].key, runs[1].pair_key, "labels", seed=0, gap=runs[0].gap)
     measures = [("control.gap", "control", "higher-worse"), ("control.param_count", "control", "higher-worse")]
+    scores = score_all(measures, runs, controls_table(runs))
+    assert controls_ok(scores) == (True, "")
+    gap = next(s for s in scores if s.name == "control.gap")
+    assert (gap.sign_error, gap.n_pairs, gap.n_gap_ties) == (0.0, 2, 1)
+
+
+def test_controls_fail_when_every_pair_of_an_environment_has_equal_gaps():
+    runs = suite(envs=("e1", "e2"))
+    for i, r in enumerate(runs):  # every e2 twin generalizes exactly like its natural run
+        if r.environment == "e2" and r.randomization != "none":
+            runs[i] = run(r.key, r.pair_key, r.randomization, r.p, r.seed, runs[i - 1].gap, r.environment)
+    measures = [("control.gap", "control", "higher-worse"), ("control.param_count", "control", "higher-worse")]
     ok, msg = controls_ok(score_all(measures, runs, controls_table(runs)))
     assert not ok
-    assert msg.startswith("control.gap has sign-error 0.167 instead of 0 (1 of 3 pairs have equal gaps)")
+    assert msg.startswith("every pair of e2/labels(p=1) has equal gaps (does its randomization change the data?)")
     assert msg.endswith("the suite, not the measures, is broken.")
 
 
