@@ -29,10 +29,9 @@ from gentest.leaderboard import MeasureScore
 from gentest.pipeline import environment_names, run_settings
 from gentest.registry import Measure, all_measures, load_plugin
 from gentest.runner import DataCache
-from gentest.scoring import ScoredRun, recorded_uncertainty, score_measure
+from gentest.scoring import DEFINITE_VERDICTS, ScoredRun, recorded_uncertainty, score_measure
 from gentest.store import Run, RunStore
 
-VERDICTS = ("separates", "inverts", "fails")
 
 
 @dataclass
@@ -160,8 +159,8 @@ def check_measure(
     store: RunStore | None = None,
 ) -> CheckResult:
     """The contract on every run, then the verdict against ``expect`` (None: no expectation)."""
-    if expect is not None and expect not in VERDICTS:
-        raise GentestError(f"--expect must be one of {', '.join(VERDICTS)}, got '{expect}'")
+    if expect is not None and expect not in DEFINITE_VERDICTS:
+        raise GentestError(f"--expect must be one of {', '.join(DEFINITE_VERDICTS)}, got '{expect}'")
     checks = measure_runs(measure, runs, device, data, store)
     score = score_runs(measure, runs, {c.run.key: c.value for c in checks},
                        {c.run.key: c.not_applicable for c in checks if c.not_applicable},

@@ -17,13 +17,12 @@ This module reads only the reports' ``leaderboard.json`` (pure data, nothing is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gentest.errors import GentestError
-
-DEFINITE = ("separates", "fails", "inverts")
+from gentest.scoring import DEFINITE_VERDICTS
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class VerdictChange:
 
     @property
     def contradicts(self) -> bool:
-        return self.verdict_a in DEFINITE and self.verdict_b in DEFINITE
+        return self.verdict_a in DEFINITE_VERDICTS and self.verdict_b in DEFINITE_VERDICTS
 
 
 @dataclass
@@ -58,7 +57,7 @@ class Comparison:
         return {
             "suite": self.suite, "n_measures": self.n_measures, "same_runs": self.same_runs,
             "inconclusive_a": self.inconclusive_a, "inconclusive_b": self.inconclusive_b,
-            "changes": [{**c.__dict__, "contradicts": c.contradicts} for c in self.changes],
+            "changes": [{**asdict(c), "contradicts": c.contradicts} for c in self.changes],
             "only_a": self.only_a, "only_b": self.only_b,
         }
 

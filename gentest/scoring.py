@@ -171,6 +171,8 @@ THRESHOLDS: dict[str, float] = {
 NOT_APPLICABLE = "n/a"
 INCONCLUSIVE = "inconclusive"
 VERDICTS = ("separates", "inverts", INCONCLUSIVE, "fails", "error", NOT_APPLICABLE)  # also the sort order
+# The verdicts that state a finding; a report that swaps one for another contradicts it.
+DEFINITE_VERDICTS = ("separates", "inverts", "fails")
 ORIENTATIONS = ("higher-worse", "higher-better")
 NATURAL = "none"
 LABELS = "labels"

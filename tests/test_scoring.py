@@ -153,7 +153,7 @@ def test_mixed_case_by_hand():
                          "over 2 seeds [0.00, 0.50] reaches 0.1: add seeds")
 
 
-def test_tie_counts_half_and_gap_tie_counts_half():
+def test_tie_counts_half_and_a_gap_tie_is_left_out():
     runs = suite(seeds=(0, 1, 2, 3))
     values = gap_values(runs)
     values[f"{ENV}/s0/labels1"] = values[f"{ENV}/s0/none"]  # a tie in the measure
