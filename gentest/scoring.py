@@ -70,7 +70,11 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   ``seed``; no global random state). Each resample takes every pair / run whose seed was
   drawn, as many times as it was drawn, and recomputes the mean sign-error and the AUROC. The
   interval is the (2.5, 97.5) percentile of the resampled statistics. With one seed it is
-  degenerate (``lo == hi``). ``score_all`` uses the same ``seed`` for every measure, so all
+  degenerate (``lo == hi``). With two or three seeds it is, in effect, the range of the
+  per-seed sign-errors (when every seed has the same pairs): the resample that draws one seed
+  every time has probability 1/4 or 1/27, above 2.5 %, so the percentiles land on the lowest
+  and the highest seed. A definite verdict from two or three seeds therefore says that every
+  seed on its own gives it. ``score_all`` uses the same ``seed`` for every measure, so all
   measures see the same resamples.
 
 * **Undecided pairs** (stochastic measures). A measure whose value is an estimate (a

@@ -87,6 +87,18 @@ def test_two_seeds_that_agree_separate():
     assert sc.sign_error_ci == (0.0, 0.0) and sc.verdict == "separates" and sc.reason == "orders 6 of 6 pairs like the gap"
 
 
+
+def test_three_seeds_give_the_range_of_the_per_seed_sign_errors():
+    # Ten environments, three seeds: seed 0 wrong on none (0.0), seed 1 on one (0.1), seed 2 on
+    # three (0.3). Drawing seed 0 (or 2) three times has probability 1/27 > 2.5 %, so the 95 %
+    # interval is [0.0, 0.3]: a definite verdict from three seeds needs each seed to give it.
+    runs, values = twins(10, (0, 1, 2), wrong={(0, 1), (0, 2), (1, 2), (2, 2)})
+    sc = score(runs, values)
+    assert sc.sign_error == pytest.approx(4 / 30) and sc.sign_error_ci == (0.0, 0.3)
+    assert sc.verdict == "inconclusive"
+    agree = score(*twins(10, (0, 1, 2), wrong={(0, 1)}))  # per seed 0.0, 0.1, 0.0: all at most 0.1
+    assert agree.sign_error_ci == (0.0, 0.1) and agree.verdict == "separates"
+
 def test_one_seed_is_inconclusive_whatever_the_pairs_say():
     runs, values = twins(4, (0,))
     sc = score(runs, values)
