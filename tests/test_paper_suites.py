@@ -42,13 +42,20 @@ def test_paper_table1_crosses_every_regularizer_with_true_and_random_labels():
     assert len({(s.model, s.model_args) for s in suite.specs}) == 3
 
 
-def test_standard_has_three_architectures_two_recipes_five_randomizations_and_two_seeds():
+def test_standard_has_three_architectures_both_stopping_rules_five_randomizations_and_three_seeds():
     suite = load_suite("standard")
     assert len({(s.model, s.model_args) for s in suite.specs}) >= 3
-    assert len({s.train for s in suite.specs}) >= 2
+    assert len({s.train for s in suite.specs}) >= 3
+    # Both stopping rules: 100 % train accuracy (Zhang et al.) and train cross-entropy <= 0.01
+    # (Jiang et al., Dziugaite et al.), each over every architecture.
+    rules = {(s.train.stop_train_acc, s.train.stop_train_loss) for s in suite.specs}
+    assert rules == {(1.0, None), (None, 0.01)}
+    for rule in rules:
+        assert len({(s.model, s.model_args) for s in suite.specs
+                    if (s.train.stop_train_acc, s.train.stop_train_loss) == rule}) >= 3
     assert kinds(suite) == {"none", "labels", "shuffled-pixels", "random-pixels", "gaussian"}
     assert len({s.p for s in suite.specs if s.randomization == "labels" and s.p < 1}) >= 2
-    assert len({s.seed for s in suite.specs}) >= 2
+    assert len({s.seed for s in suite.specs}) >= 3
     naturals = {s.pair_key for s in suite.specs if s.is_natural}
     assert all(s.pair_key in naturals for s in suite.specs)  # every randomized run has its twin
 
