@@ -33,7 +33,6 @@ from gentest.scoring import DEFINITE_VERDICTS, ScoredRun, recorded_uncertainty, 
 from gentest.store import Run, RunStore
 
 
-
 @dataclass
 class RunCheck:
     run: Run

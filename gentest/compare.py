@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gentest.errors import GentestError
-from gentest.scoring import DEFINITE_VERDICTS
+from gentest.scoring import DEFINITE_VERDICTS, INCONCLUSIVE
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
         suite=a["suite"], n_measures=len(common),
         only_a=sorted(set(va) - set(vb)), only_b=sorted(set(vb) - set(va)),
         same_runs=_run_keys(a) == _run_keys(b),
-        inconclusive_a=sum(va[n]["verdict"] == "inconclusive" for n in common),
-        inconclusive_b=sum(vb[n]["verdict"] == "inconclusive" for n in common),
+        inconclusive_a=sum(va[n]["verdict"] == INCONCLUSIVE for n in common),
+        inconclusive_b=sum(vb[n]["verdict"] == INCONCLUSIVE for n in common),
     )
     for name in common:
         x, y = va[name], vb[name]
