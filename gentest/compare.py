@@ -4,12 +4,19 @@ The same suite trained on another machine or with another thread count gives oth
 (CPU floating point differs and SGD amplifies it), so the measure values differ. Verdicts rest
 on the interval over seeds, so what may change is this:
 
-- a verdict moves between a definite verdict and ``inconclusive``: the seeds' interval touches
-  a threshold in one report and not in the other. That is the interval rule doing its job: the
+- a verdict moves between a definite verdict and ``inconclusive``: the interval touches a
+  threshold in one report and not in the other. That is the interval rule doing its job: the
   sample cannot decide, and one of the two reports says so;
-- a verdict moves between two definite verdicts (``separates``, ``fails``, ``inverts``): a
-  *contradiction*. One of the two findings is wrong, and more seeds are needed before either is
-  reported.
+- a verdict moves between ``unreliable`` (the interval lies in (0.1, 0.5)) and ``chance`` (it
+  reaches 0.5): both say the sign-error lies between 0.1 and 0.9, one of them also excludes 0.5.
+  A *refinement*, not a contradiction;
+- a verdict moves between two definite verdicts whose claimed ranges of the sign-error do not
+  overlap (``separates`` against ``unreliable``, ``chance`` or ``inverts``; ``inverts`` against
+  ``unreliable`` or ``chance``): a *contradiction*. One of the two findings is wrong, and more
+  pairs are needed before either is reported (:func:`gentest.scoring.claims_contradict`).
+
+Boards of schema 1 (before weighted pairs) said ``fails`` for ``unreliable`` and ``chance``
+together; it claims the range (0.1, 0.9) and compares accordingly.
 
 This module reads only the reports' ``leaderboard.json`` (pure data, nothing is recomputed).
 """
@@ -22,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gentest.errors import GentestError
-from gentest.scoring import DEFINITE_VERDICTS, INCONCLUSIVE
+from gentest.scoring import INCONCLUSIVE, claims_contradict
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,16 @@ class VerdictChange:
 
     @property
     def contradicts(self) -> bool:
-        return self.verdict_a in DEFINITE_VERDICTS and self.verdict_b in DEFINITE_VERDICTS
+        return claims_contradict(self.verdict_a, self.verdict_b)
+
+    @property
+    def kind(self) -> str:
+        """"contradicts", "refines" (between two definite verdicts that agree on a range) or "moves"
+        (to or from inconclusive, error or n/a)."""
+        if self.contradicts:
+            return "contradicts"
+        return "refines" if INCONCLUSIVE not in (self.verdict_a, self.verdict_b) and not {
+            self.verdict_a, self.verdict_b} & {"error", "n/a"} else "moves"
 
 
 @dataclass
@@ -57,7 +73,7 @@ class Comparison:
         return {
             "suite": self.suite, "n_measures": self.n_measures, "same_runs": self.same_runs,
             "inconclusive_a": self.inconclusive_a, "inconclusive_b": self.inconclusive_b,
-            "changes": [{**asdict(c), "contradicts": c.contradicts} for c in self.changes],
+            "changes": [{**asdict(c), "contradicts": c.contradicts, "kind": c.kind} for c in self.changes],
             "only_a": self.only_a, "only_b": self.only_b,
         }
 
@@ -117,14 +133,16 @@ def render(c: Comparison, name_a: str, name_b: str) -> list[str]:
         lines.append("note: the reports cover different runs (other seeds or settings); "
                      "verdicts may differ for that reason alone")
     for change in c.changes:
-        kind = "CONTRADICTS" if change.contradicts else "moves"
+        kind = {"contradicts": "CONTRADICTS", "refines": "refines", "moves": "moves"}[change.kind]
         lines.append(f"{kind:>11}  {change.measure}: {change.verdict_a} -> {change.verdict_b} "
                      f"(sign-error {_num(change.sign_error_a)} -> {_num(change.sign_error_b)})")
     if c.only_a or c.only_b:
         lines.append(f"only in A: {', '.join(c.only_a) or 'none'}; only in B: {', '.join(c.only_b) or 'none'}")
     n, k = len(c.changes), len(c.contradictions)
-    lines.append(f"{n} of {c.n_measures} verdicts differ: {k} contradict (a definite verdict against another), "
-                 f"{n - k} move to or from inconclusive")
+    refined = sum(ch.kind == "refines" for ch in c.changes)
+    lines.append(f"{n} of {c.n_measures} verdicts differ: {k} contradict (definite verdicts whose claims exclude "
+                 f"each other), {refined} refine (unreliable and chance, or a schema-1 'fails'), "
+                 f"{n - k - refined} move to or from inconclusive")
     return lines
 
 

@@ -54,6 +54,7 @@ class DatasetInfo:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     generated: bool = False  # made locally from code alone: always available, nothing to check
+    test_points: int | None = None  # size of the whole test split (pair weights need it; test_size may cut it)
 
 
 COMMON_OPTIONS = {"train_size": None, "test_size": None}
@@ -61,11 +62,14 @@ COMMON_OPTIONS = {"train_size": None, "test_size": None}
 DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, options: dict[str, Any] | None = None, description: str = "", generated: bool = False):
-    """Decorator: register ``loader(data_root, download, **options) -> DataSplit``."""
+def register_dataset(name: str, options: dict[str, Any] | None = None, description: str = "", generated: bool = False,
+                     test_points: int | None = None):
+    """Decorator: register ``loader(data_root, download, **options) -> DataSplit``; ``test_points``
+    is the size of its whole test split, where it is fixed."""
 
     def wrap(loader: Loader) -> Loader:
-        DATASETS[name] = DatasetInfo(name, loader, {**COMMON_OPTIONS, **(options or {})}, description, generated)
+        DATASETS[name] = DatasetInfo(name, loader, {**COMMON_OPTIONS, **(options or {})}, description, generated,
+                                     test_points)
         return loader
 
     return wrap
@@ -137,7 +141,7 @@ def _register_builtins() -> None:
 
 
 @register_dataset("mnist1d", description="MNIST-1D (Greydanus 2020), generated locally: 4,000/1,000 x 40, 10 classes",
-                  generated=True)
+                  generated=True, test_points=1000)
 def load_mnist1d(data_root: Path, download: bool) -> DataSplit:
     x, y, x_test, y_test = _mnist1d_from_disk_cache(data_root)
     return DataSplit("mnist1d", x.clone(), y.clone(), x_test.clone(), y_test.clone(), num_classes=10)
@@ -199,6 +203,7 @@ def _generate_mnist1d() -> tuple[torch.Tensor, ...]:
     options={"features": 20, "classes": 4, "separation": 3.0, "data_seed": 0},
     description="seeded Gaussian clusters, 1,000/500 examples, for fast tests",
     generated=True,
+    test_points=500,
 )
 def load_synthetic(
     data_root: Path, download: bool, features: int, classes: int, separation: float, data_seed: int

@@ -15,12 +15,13 @@ from typing import Any, Iterable
 import torch
 
 import gentest
+from gentest.errors import GentestError
 from gentest.evaluation import EvaluationProgress, evaluate
 from gentest.executors import GridDisplay, UnitResult, WorkUnit
 from gentest.leaderboard import Leaderboard, MeasureValue
 from gentest.registry import Measure, all_measures, select
 from gentest.runner import DataCache, Progress, train_missing
-from gentest.scoring import NOT_EVALUATED, THRESHOLDS, ScoredRun, controls_ok, recorded_uncertainty, score_all
+from gentest.scoring import NOT_EVALUATED, THRESHOLDS, ScoredRun, controls_ok, pair_weights, recorded_uncertainty, score_all
 from gentest.spec import RunSpec
 from gentest.store import Run, RunStore
 from gentest.suites import Suite
@@ -99,6 +100,31 @@ def run_settings(spec: RunSpec) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in _settings(spec).items()))
 
 
+def test_size(run: Run) -> int | None:
+    """How many test points the run's gap was measured on: as recorded at training, else the
+    suite's ``test_size`` option, else the registered dataset's whole test split; None when
+    unknown (a dataset registered without ``test_points``). Scoring weights pairs by it."""
+    recorded = run.metrics.get("n_test")
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
+    return declared_test_size(run.spec.dataset, run.spec.to_dict()["dataset_args"])
+
+
+def declared_test_size(dataset: str, dataset_args: dict[str, object]) -> int | None:
+    """The test-set size a dataset with these options has, without loading it."""
+    from gentest.datasets import DATASETS, dataset_info
+
+    try:  # the vision datasets register on first use, importing torchvision: only when needed
+        info = DATASETS.get(dataset) or dataset_info(dataset)
+    except GentestError:  # not registered here (a report from elsewhere): unknown
+        info = None
+    whole = info.test_points if info is not None else None
+    cut = dataset_args.get("test_size")
+    if isinstance(cut, int) and cut > 0:
+        return min(cut, whole) if whole else cut
+    return whole
+
+
 def described_rows(runs: list[Run]) -> list[dict[str, object]]:
     """One row per run that tells runs apart by everything that differs (``environment``: dataset,
     model and the settings that vary among ``runs``; options and training settings as columns),
@@ -114,6 +140,7 @@ def _run_row(run: Run, environment: str) -> dict[str, object]:
     d = run.spec.to_dict()
     row = dict(run.row())
     row.setdefault("environment", environment)
+    row.setdefault("n_test", test_size(run))
     row.setdefault("pair_key", run.spec.pair_key)
     row.setdefault("dataset_args", d["dataset_args"])
     row.setdefault("model_args", d["model_args"])
@@ -144,6 +171,7 @@ def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure],
             gap=r.metrics["gap"],
             environment=envs[r.key],
             settings=run_settings(r.spec),
+            n_test=test_size(r),
         )
         for r in runs
     ]
@@ -178,6 +206,7 @@ def build_leaderboard(suite_name: str, runs: list[Run], measures: list[Measure],
         controls_message=message,
         thresholds=dict(THRESHOLDS),
         measure_info={m.name: m.info() for m in measures},
+        pair_weights=pair_weights(scored_runs),
     )
 
 

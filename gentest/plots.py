@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "learning_curves", "corruption_sweep", "measure_values", "has_sweep", "kind_label", "kind_order", "SWEEP_KINDS",
-    "environment_of", "environment_ids", "sign_error_heatmap", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
+    "environment_of", "environment_ids", "sign_error_heatmap", "env_sign_error_distribution", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
 ]
 
 DPI = 100
@@ -346,7 +346,9 @@ def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None 
     grouped by setting (architecture × training, labelled E1, E2, ... above the map and spelled
     out below it), then by randomization kind. 0 (green) orders every pair of that environment
     like the gap, 1 (red) inverts every pair, ½ (yellow) ties or chance; a measure with no scored
-    pair in an environment leaves the cell grey.
+    pair in an environment leaves the cell grey. Cells are weighted sign-errors (Dziugaite et
+    al.'s pair weights); an environment whose effective sample size is under the board's
+    threshold is marked ``*`` and its label greyed: shown, but left out of the worst case.
     """
     rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=_robust_key)
     if not rows:
@@ -376,7 +378,11 @@ def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None 
     cax = fig.add_axes(((name_in + map_w + 0.15) / width, (kind_in + legend_in + map_h - bar_h) / height, 0.12 / width, bar_h / height))
     image = ax.imshow(np.ma.masked_invalid(data), cmap="RdYlGn_r", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     ax.set_facecolor("0.85")
-    ax.set_xticks(range(len(envs)), kinds, rotation=90, fontsize=6)
+    thin = {e for s in rows for e in getattr(s, "envs_left_out", ())}
+    ax.set_xticks(range(len(envs)), [k + ("*" if e in thin else "") for k, e in zip(kinds, envs)], rotation=90, fontsize=6)
+    for label, e in zip(ax.get_xticklabels(), envs):
+        if e in thin:
+            label.set_color("0.5")
     ax.set_yticks(range(len(rows)), [s.name for s in rows], fontsize=6)
     if len(envs) * len(rows) <= 400:
         for i in range(len(rows)):
@@ -398,12 +404,50 @@ def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None 
         legend = "\n".join(f"{ids[setting]}: {setting}" for setting in settings)
     else:
         legend = f"environment: {settings[0]}"
+    if thin:
+        legend += f"\n* effective sample under the threshold in {len(thin)} of {len(envs)} environments: " \
+                  "shown, left out of the worst case"
     fig.text(name_in / width, (legend_in - 0.1) / height, legend, fontsize=6, va="top", ha="left", family="monospace")
     colorbar = fig.colorbar(image, cax=cax)
     colorbar.ax.tick_params(labelsize=6)
     colorbar.set_label("sign-error", fontsize=7)
     fig.text(0.5, 1 - 0.15 / height, "Sign-error per environment (rows: worst environment, then mean; best first)",
              fontsize=8, ha="center", va="top")
+    return _png(fig)
+
+
+def env_sign_error_distribution(scores: Sequence[Any]) -> bytes | None:
+    """The distribution of each measure's per-environment sign-errors, as Dziugaite et al.
+    (2020) summarize it in their CDF figures: one row per measure (the heatmap's order), a dot per
+    environment (filled: kept in the worst case; hollow: effective sample under the threshold),
+    and the mean, 90th percentile and maximum over the kept environments as ticks."""
+    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=_robust_key)
+    if not rows:
+        return None
+    height = 0.8 + 0.17 * len(rows)
+    name_in = min(48, max(len(s.name) for s in rows)) * 0.065 + 0.2
+    width = max(name_in + 4.5, 6.0)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((name_in / width, 0.45 / height, (width - name_in - 0.3) / width, (height - 0.8) / height))
+    for i, s in enumerate(rows):
+        thin = set(getattr(s, "envs_left_out", ()))
+        kept = [v for e, v in s.env_sign_errors.items() if e not in thin and _finite(v)]
+        left = [v for e, v in s.env_sign_errors.items() if e in thin and _finite(v)]
+        ax.scatter(left, [i] * len(left), s=9, facecolors="none", edgecolors="0.6", linewidths=0.6)
+        ax.scatter(kept, [i] * len(kept), s=9, color="tab:blue")
+        q = getattr(s, "env_quantiles", None) or {}
+        for key, marker, color in (("mean", "|", "black"), ("p90", "|", "tab:orange"), ("max", "|", "tab:red")):
+            if _finite(q.get(key)):
+                ax.scatter([q[key]], [i], marker=marker, s=60, color=color, linewidths=1.2)
+    ax.set_yticks(range(len(rows)), [s.name for s in rows], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlabel("sign-error per environment", fontsize=7)
+    ax.tick_params(axis="x", labelsize=6)
+    ax.grid(axis="x", color="0.9")
+    fig.text(0.5, 1 - 0.12 / height, "Per-environment sign-errors (filled: kept; hollow: thin; ticks: mean, "
+             "p90, max over kept)", fontsize=8, ha="center", va="top")
     return _png(fig)
 
 

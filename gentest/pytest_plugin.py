@@ -4,14 +4,18 @@ Registered through the ``pytest11`` entry point, so it is active wherever gentes
 installed. It imports nothing heavy until a fixture is used.
 
     def test_my_measure_separates(gentest_score):
-        assert gentest_score(my_measure).verdict == "separates"
+        assert gentest_score(my_measure).agrees_with("separates")
 
 ``gentest_score(measure, expect=None)`` takes a @measure-decorated function, a registered name
 or a Measure; it checks the measure's contract (finite, deterministic, leaves the weights
 alone) on every run of a tiny natural/randomized suite and scores it. The result has
 ``verdict`` ("error" if the contract broke), ``sign_error``, ``auroc``, ``failures`` and
 ``score`` (the full MeasureScore). The verdict is a string that carries its ``reason``: a
-failed ``assert result.verdict == "separates"`` shows why the verdict is what it is.
+failed ``assert result.verdict == "separates"`` shows why the verdict is what it is. On the tiny
+default suite (two pairs) the verdict is ``inconclusive`` by rule (a 95 % interval under 0.1 takes
+about 36 effective pairs), so assert ``result.agrees_with("separates")``: that verdict, or a
+sample that agrees with it (:func:`gentest.check.agrees`); or ``expect="separates"`` and
+``result.ok``.
 
 The runs live in the same run store as ``gentest check`` uses, so a project trains them once:
 ``--gentest-cache DIR`` (or the ini option ``gentest_cache``) if given, else ``$GENTEST_STORE``,
@@ -51,7 +55,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 class Verdict(str):
-    """A verdict ("separates", "inverts", "fails", "error", "n/a") that carries its reason.
+    """A verdict ("separates", "inverts", "inconclusive", "unreliable", "chance", "error", "n/a")
+    that carries its reason.
 
     It compares and prints as the plain verdict; its repr, and pytest's explanation of a
     failed comparison with it, add the reason."""

@@ -65,25 +65,34 @@ MEASURE_VALUE_COLUMNS = ("run_key", "measure", "version", "value", "error", "sec
 # Joined onto measures.csv from the run: the environment and its parts tell runs apart.
 RUN_COLUMNS = ("dataset", "model", "randomization", "p", "seed")
 ENVIRONMENT_COLUMNS = ("environment", "dataset_args", "model_args")
-VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "inconclusive": "cyan", "fails": "dim", "error": "red", "n/a": "blue"}
+VERDICT_STYLES = {"separates": "green", "inverts": "yellow", "inconclusive": "cyan", "unreliable": "magenta", "chance": "dim",
+                  "error": "red", "n/a": "blue"}
 NOT_EVALUATED_LINE = "Nothing has been evaluated yet: the store holds these runs but no measure values. Run gentest evaluate to score measures on them."
 
 HOW_TO_READ = (
     "Each natural run is paired with randomized twins trained with identical settings; only the "
     "labels or the pixels differ, so the twin that memorized noise has the larger generalization "
-    "gap. A measure's sign-error is its mean over these pairs of 0 (the measure orders the pair "
-    "like the gap), 1 (it inverts the pair) or 0.5 (a tie, or a difference within the measure's "
-    "own recorded noise: undecided): 0 = the measure orders every natural/randomized pair like "
-    "the generalization gap, 1 = it inverts every pair, 0.5 = ties or chance. An environment is "
-    "one architecture × training setting × randomization; the worst environment is where the "
-    "measure does worst (Dziugaite et al. 2020), and measures are ranked by it. Intervals are 95 % "
-    "bootstrap intervals over seeds, and a verdict needs the whole interval past its threshold: "
-    "otherwise it is inconclusive, and more seeds would decide it. AUROC scores the oriented "
-    "measure as a classifier of randomized (positive) vs natural runs; Kendall's τ-b correlates it "
-    "with the gap where the suite sweeps label corruption p; Ψ is Jiang et al.'s (2020) granulated "
-    "consistency, the mean over the suite's axes of τ within groups that vary only that axis. A "
-    "measure that cannot separate a network that learned from one that memorized noise cannot "
-    "explain generalization."
+    "gap. A pair's sign-error is 0 (the measure orders the pair like the gap), 1 (it inverts the "
+    "pair) or 0.5 (a tie, or a difference within the measure's own recorded noise: undecided). "
+    "Pairs are weighted as Dziugaite et al. (2020) weight them, by the Hoeffding confidence that "
+    "the two gaps really differ at the test sets' sizes, (ψ − ½)₊: a pair whose gaps are closer "
+    "than the test sets can resolve (|Δg| < 0.062 at 1,000 test points) has weight 0 and is left "
+    "out. The sign-error is the weighted mean (the unweighted one is beside it); its 95 % interval "
+    "is Clopper–Pearson on the effective number of pairs (Kish's (Σw)²/Σw², divided by the design "
+    "effect of pairs that share a natural network). An environment is one architecture × training "
+    "setting × randomization; the worst environment (Dziugaite et al.'s robust score) is taken "
+    "over the environments whose effective sample size reaches the threshold, and measures are "
+    "ranked by it; thinner environments are shown (marked * in the heatmap) but left out. "
+    "Verdicts: separates (the whole interval ≤ 0.1), inverts (≥ 0.9), unreliable (inside 0.1–0.5: "
+    "orders most pairs, not reliably), chance (reaches 0.5, or lies in 0.5–0.9: no better than "
+    "chance, or ties), inconclusive (reaches 0.1 or 0.9 from in between: more pairs would decide). "
+    "CMI K is Jiang et al.'s (2020) conditional-independence score over all pairs of runs: the "
+    "normalized conditional mutual information between the order of the measure and the order of "
+    "the gap, minimised over conditioning sets of up to two axes (higher is better; it has no sign). "
+    "AUROC scores the oriented measure as a classifier of randomized (positive) vs natural runs, "
+    "with its bootstrap range over seeds; Kendall's τ-b correlates it with the gap where the suite "
+    "sweeps label corruption p; Ψ is Jiang et al.'s granulated consistency. A measure that cannot "
+    "separate a network that learned from one that memorized noise cannot explain generalization."
 )
 
 CSS = """
@@ -96,7 +105,7 @@ tr:nth-child(even) td{background:#fafafa}
 .scroll{overflow-x:auto}
 .ok{color:#1a7f37;font-weight:bold}.broken{color:#b00;font-weight:bold}.pending{color:#9a6700;font-weight:bold}
 .v-separates{color:#1a7f37;font-weight:bold}.v-inverts{color:#9a6700;font-weight:bold}
-.v-inconclusive{color:#0969da}.v-fails{color:#777}.v-error{color:#b00;font-weight:bold}
+.v-inconclusive{color:#0969da}.v-unreliable{color:#8250df}.v-chance{color:#777}.v-error{color:#b00;font-weight:bold}
 code{font-size:.9em}img{max-width:100%;display:block;margin:.5em 0}
 .plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.note{color:#666}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.5em}
@@ -291,13 +300,27 @@ def _provenance_items(prov: Mapping[str, Any]) -> list[tuple[str, str]]:
 # -- the pieces shared by Markdown and HTML --------------------------------------------------------
 
 LEADERBOARD_HEADER = (
-    "rank", "measure", "family", "orientation", "verdict", "sign-error [95% CI]", "worst env sign-error",
-    "AUROC [95% CI]", "Kendall τ-b", "Ψ", "pairs", "ties", "undecided", "errors", "reason",
+    "rank", "measure", "family", "orientation", "verdict", "sign-error [95% CI]", "unweighted", "worst env sign-error",
+    "env mean / p90 / max", "CMI K", "AUROC [seeds]", "Kendall τ-b", "Ψ", "pairs (effective)", "ties", "undecided",
+    "errors", "reason",
+)
+ENVIRONMENTS_HEADER = ("id", "environment", "pairs", "weight 0", "effective sample", "in the worst case")
+CMI_HEADER_START = ("measure", "CMI K", "attained at", "PGDL variant")
+CMI_NOTE = (
+    "Over every ordered pair of runs (not only twins): the mutual information between 'the measure is "
+    "larger' and 'the gap is larger', conditioned on the two runs' values of a set of axes and divided "
+    "by the conditional entropy of the gap's order; K is the minimum over every set of up to two axes "
+    "(Jiang et al. 2020, section 5). 0: the measure says nothing about the gap's order beyond the "
+    "hyper-parameters; 1: it determines it. It has no sign: read it beside the sign-error. The PGDL "
+    "variant is the NeurIPS 2020 competition's: pairs of axes only, self-pairs included, cells "
+    "averaged uniformly."
 )
 RUNS_HEADER = ("run", "environment", "randomization", "p", "seed", "train acc %", "test acc %", "gap %", "steps to fit")
 TABLE1_HEADER = ("setting", "randomization", "seeds", "train acc %", "test acc %", "best test acc % (early stop)", "steps to fit")
 ERRORS_HEADER = ("measure", "run", "error")
-NUMERIC = {"rank", "sign-error [95% CI]", "AUROC [95% CI]", "Kendall τ-b", "Ψ", "pairs", "ties", "undecided", "errors",
+NUMERIC = {"rank", "sign-error [95% CI]", "AUROC [95% CI]", "AUROC [seeds]", "Kendall τ-b", "Ψ", "pairs", "ties", "undecided",
+           "errors", "unweighted", "env mean / p90 / max", "CMI K", "pairs (effective)", "PGDL variant", "weight 0",
+           "effective sample",
            "p", "seed", "seeds", "train acc %", "test acc %", "gap %", "steps to fit", "best test acc % (early stop)"}
 WIDE_TEXT = {"reason", "worst env sign-error", "environment", "setting"}
 
@@ -317,12 +340,74 @@ def _leaderboard_rows(board: Leaderboard) -> list[list[str]]:
     def worst(m: MeasureScore) -> str:
         return fmt_worst(dataclasses.replace(m, worst_env=_short_env(m.worst_env, ids)))
 
+    def quantiles(m: MeasureScore) -> str:
+        q = m.env_quantiles or {}
+        return DASH if q.get("max") is None else " / ".join(fmt(q.get(k)) for k in ("mean", "p90", "max"))
+
+    def pairs(m: MeasureScore) -> str:
+        return f"{m.n_pairs} ({m.n_effective:.1f})" if m.n_pairs else "0"
+
     return [
         [str(i), m.name, m.family, m.orientation, m.verdict, fmt_ci(m.sign_error, m.sign_error_ci),
-         worst(m), fmt_ci(m.auroc, m.auroc_ci), fmt(m.kendall_tau), fmt(getattr(m, "psi", None)), str(m.n_pairs),
-         str(m.n_ties), str(getattr(m, "n_undecided", 0)), str(m.errors), m.reason or ""]
+         fmt(m.sign_error_unweighted), worst(m), quantiles(m), fmt(m.cmi), fmt_ci(m.auroc, m.auroc_ci), fmt(m.kendall_tau),
+         fmt(m.psi), pairs(m), str(m.n_ties), str(m.n_undecided), str(m.errors), m.reason or ""]
         for i, m in enumerate(board.measures, 1)
     ]
+
+
+def environment_summary(board: Leaderboard) -> list[dict[str, Any]]:
+    """Per pair environment: its pairs, how many have weight 0, its effective sample size and
+    whether it reaches the threshold of the worst case. From ``control.gap``, which has a value on
+    every run (else the measure with the most environments)."""
+    scored = [m for m in board.measures if m.env_ess]
+    if not scored:
+        return []
+    ref = next((m for m in scored if m.name == "control.gap"), max(scored, key=lambda m: len(m.env_ess)))
+    threshold = board.thresholds.get("min_env_ess", 0)
+    pairs: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for v in board.pair_weights:
+        pairs[v["environment"]].append(v)
+    rows = []
+    for env in sorted(set(ref.env_ess) | set(pairs), key=plots._env_sort_key):
+        members = pairs.get(env, [])
+        ess = ref.env_ess.get(env, 0.0)
+        rows.append({"environment": env, "pairs": len(members), "weight_zero": sum(1 for v in members if v["weight"] <= 0),
+                     "ess": ess, "kept": ess >= threshold - 1e-9 and env in ref.env_ess})
+    return rows
+
+
+def _environment_rows(board: Leaderboard) -> list[list[str]]:
+    ids = plots.environment_ids(board.runs)
+    return [[_short_env(r["environment"], ids) if len(ids) > 1 else r["environment"].rpartition("/")[2], r["environment"],
+             str(r["pairs"]), str(r["weight_zero"]), f"{r['ess']:.1f}", "yes" if r["kept"] else "no"]
+            for r in environment_summary(board)]
+
+
+def _environments_line(board: Leaderboard) -> str:
+    rows = environment_summary(board)
+    if not rows:
+        return ""
+    kept = sum(r["kept"] for r in rows)
+    threshold = board.thresholds.get("min_env_ess", 0)
+    zero = sum(r["weight_zero"] for r in rows)
+    total = sum(r["pairs"] for r in rows)
+    line = (f"{kept} of {len(rows)} environments reach the effective sample size {threshold:g} that the worst case "
+            f"needs (Dziugaite et al.); the others are shown but left out of it")
+    if not kept:
+        line += ", so no measure has a robust (worst-environment) score on this board: add seeds or pairs"
+    line += f". {zero} of {total} pairs have weight 0 (gaps closer than the test sets resolve)."
+    return line
+
+
+def _cmi_sets(board: Leaderboard) -> list[str]:
+    return list(dict.fromkeys(k for m in board.measures for k in (m.cmi_by_set or {})))
+
+
+def _cmi_rows(board: Leaderboard) -> list[list[str]]:
+    sets = _cmi_sets(board)
+    ranked = sorted((m for m in board.measures if m.cmi is not None), key=lambda m: (-m.cmi, m.name))
+    return [[m.name, fmt(m.cmi, 3), m.cmi_set or DASH, fmt(m.cmi_pgdl, 3)] + [fmt(m.cmi_by_set.get(k), 3) for k in sets]
+            for m in ranked]
 
 
 def _runs_rows(board: Leaderboard) -> list[list[str]]:
@@ -415,6 +500,24 @@ def _table1_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def _table1_cells_of(board: Leaderboard) -> list[list[str]]:
+    """Table 1's cells: from the runs and their curves, or, for a re-scored report whose CSVs
+    carry no curves, the rows of the report it was re-scored from."""
+    if board.carried.get("table1") and not any(board.curves.values()):
+        return [[r["setting"], r["randomization"], str(r["seeds"])]
+                + [_mean_sd_json(r.get(k) or {}, 1.0 if k == "steps_to_fit" else 100.0, 0 if k == "steps_to_fit" else 1)
+                   for k in ("train_acc", "test_acc", "best_test_acc", "steps_to_fit")]
+                for r in board.carried["table1"]]
+    return _table1_cells(table1_rows(board))
+
+
+def _mean_sd_json(summary: Mapping[str, Any], scale: float, digits: int) -> str:
+    mean, sd = summary.get("mean"), summary.get("sd")
+    if mean is None:
+        return DASH
+    return f"{mean * scale:.{digits}f}" + (f" ± {sd * scale:.{digits}f}" if sd is not None else "")
+
+
 def _table1_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def summary(xs: list[float]) -> dict[str, Any]:
         return {"mean": statistics.fmean(xs) if xs else None, "sd": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
@@ -453,8 +556,14 @@ def render_figures(board: Leaderboard) -> tuple[dict[str, tuple[str, bytes]], li
 
     ids = plots.environment_ids(board.runs)
     add("heatmap-sign-error.png", "sign-error per measure and environment", lambda: plots.sign_error_heatmap(board.measures, ids))
-    add("fig1a-train-loss.png", "Fig. 1a: train loss per randomization",
-        lambda: plots.loss_curves_by_environment(board.runs, board.curves) if board.runs else None)
+    add("env-sign-errors.png", "per-environment sign-errors: mean, p90, max (Dziugaite et al.)",
+        lambda: plots.env_sign_error_distribution(board.measures))
+    carried = board.carried.get("figures", {})
+    if "fig1a-train-loss.png" in carried and not any(board.curves.values()):
+        figures["fig1a-train-loss.png"] = carried["fig1a-train-loss.png"]  # drawn from curves the CSVs do not hold
+    else:
+        add("fig1a-train-loss.png", "Fig. 1a: train loss per randomization",
+            lambda: plots.loss_curves_by_environment(board.runs, board.curves) if board.runs else None)
     add("fig1b-time-to-fit.png", "Fig. 1b: time to fit relative to natural labels", lambda: plots.time_to_fit_relative(board.runs))
     add("fig1c-test-error.png", "Fig. 1c: test error against label corruption", lambda: plots.test_error_vs_p(board.runs))
     orientation = {m.name: m.orientation for m in board.measures}
@@ -515,14 +624,22 @@ def render_markdown(board: Leaderboard, figures: Mapping[str, tuple[str, bytes]]
     if len(ids) > 1:
         out += ["", "Environments (E1, E2, ... in the table and the figures):", ""]
         out += [f"- {i}: `{_md_cell(env)}`" for env, i in ids.items()]
+    env_rows = _environment_rows(board)
+    if env_rows:
+        out += ["", "## Environments and their effective sample sizes", "", _md_cell(_environments_line(board)), ""]
+        out += _md_table(ENVIRONMENTS_HEADER, env_rows)
+    cmi_rows = _cmi_rows(board)
+    if cmi_rows:
+        out += ["", "## Conditional mutual information (Jiang et al. 2020)", "", _md_cell(CMI_NOTE), ""]
+        out += _md_table(CMI_HEADER_START + tuple(f"I | {k}" for k in _cmi_sets(board)), cmi_rows)
     main = [(f, c) for f, (c, _) in figures.items() if not f.startswith("measure-")]
     if main:
         out += ["", "## Figures", ""]
         out += [f"![{_md_cell(c)}]({FIGURES_DIR}/{f})" for f, c in main]
-    table1 = table1_rows(board)
+    table1 = _table1_cells_of(board)
     if table1:
         out += ["", "## Table 1: accuracy per setting and randomization", ""]
-        out += _md_table(TABLE1_HEADER, _table1_cells(table1))
+        out += _md_table(TABLE1_HEADER, table1)
         out += ["", "Mean ± sample standard deviation over seeds. Best test accuracy is the highest test "
                     "accuracy along training (the paper's early stopping), from each run's curve."]
     out += ["", "## Verdict thresholds", ""]
@@ -598,6 +715,14 @@ def render_html(board: Leaderboard, figures: Mapping[str, tuple[str, bytes]] | N
         out += ["<details open><summary>Environments (E1, E2, ... in the table and the figures)</summary>", '<dl class="prov">']
         out += [f"<dt>{_h(i)}</dt><dd>{_h(env)}</dd>" for env, i in ids.items()]
         out += ["</dl></details>"]
+    env_rows = _environment_rows(board)
+    if env_rows:
+        out += ["<h2>Environments and their effective sample sizes</h2>", f"<p>{_h(_environments_line(board))}</p>",
+                "<details><summary>Every environment</summary>", _html_table(ENVIRONMENTS_HEADER, env_rows), "</details>"]
+    cmi_rows = _cmi_rows(board)
+    if cmi_rows:
+        out += ["<h2>Conditional mutual information (Jiang et al. 2020)</h2>", f'<p class="note">{_h(CMI_NOTE)}</p>',
+                _html_table(CMI_HEADER_START + tuple(f"I | {k}" for k in _cmi_sets(board)), cmi_rows)]
     main = {f: v for f, v in figures.items() if not f.startswith("measure-")}
     if "heatmap-sign-error.png" in main:
         caption, png = main.pop("heatmap-sign-error.png")
@@ -606,9 +731,9 @@ def render_html(board: Leaderboard, figures: Mapping[str, tuple[str, bytes]] | N
         out += ["<h2>Training (Zhang et al. Figure 1)</h2>", '<div class="plots">']
         out += [_img(png, caption) for caption, png in main.values()]
         out.append("</div>")
-    table1 = table1_rows(board)
+    table1 = _table1_cells_of(board)
     if table1:
-        out += ["<h2>Table 1: accuracy per setting and randomization</h2>", _html_table(TABLE1_HEADER, _table1_cells(table1)),
+        out += ["<h2>Table 1: accuracy per setting and randomization</h2>", _html_table(TABLE1_HEADER, table1),
                 '<p class="note">Mean ± sample standard deviation over seeds. Best test accuracy is the highest test accuracy '
                 "along training (the paper's early stopping), from each run's curve.</p>"]
     small = [(caption, png) for f, (caption, png) in figures.items() if f.startswith("measure-")]
@@ -649,11 +774,12 @@ def measures_csv(board: Leaderboard) -> str:
     ``train.<setting>`` columns where the run rows carry them."""
     by_key = {r.get("key"): r for r in board.runs}
     train_cols = sorted({str(k) for r in board.runs for k in r if str(k).startswith("train.")})
-    columns = list(MEASURE_VALUE_COLUMNS) + ["uncertainty"] + list(RUN_COLUMNS) + list(ENVIRONMENT_COLUMNS) + train_cols
+    columns = list(MEASURE_VALUE_COLUMNS) + ["not_applicable", "uncertainty"] + list(RUN_COLUMNS) + list(ENVIRONMENT_COLUMNS) + train_cols
     rows = []
     for v in board.values:
         run = by_key.get(v.run_key, {})
         row = {k: getattr(v, k) for k in MEASURE_VALUE_COLUMNS}
+        row["not_applicable"] = v.not_applicable  # error then holds the reason, not a failure
         row["uncertainty"] = (v.extra or {}).get("uncertainty")
         row |= {k: run.get(k) for k in RUN_COLUMNS + tuple(train_cols)}
         row |= {"environment": plots.environment_of(run) if run else None,
@@ -702,7 +828,8 @@ def write_report(board: Leaderboard, out_dir: Path, command: Sequence[str] | Non
         board = dataclasses.replace(board, provenance=provenance(board, command))
     figures, notes = render_figures(board)
     data = board.to_json()
-    data["table1"] = _table1_json(table1_rows(board))
+    carried_table1 = board.carried.get("table1") if not any(board.curves.values()) else None
+    data["table1"] = carried_table1 if carried_table1 else _table1_json(table1_rows(board))
     data["figures"] = [f"{FIGURES_DIR}/{name}" for name in figures]
     contents = {
         "leaderboard.json": json.dumps(json_safe(data), indent=1, allow_nan=False, ensure_ascii=False) + "\n",

@@ -178,6 +178,7 @@ def train(
         "steps_to_fit": steps if is_fitted else None,
         "steps_to_loss": {str(level): _first_steps_below(curve, level) for level in LOSS_MILESTONES},
         "n_params": count_parameters(model),
+        "n_test": int(len(y_test)),  # the gap's test-set size: scoring weights pairs by it
         "wall_s": wall_s,
         "device": str(device),
     }

@@ -307,6 +307,7 @@ _CROP_WHITEN = {"whiten": False, "crop28": False}
     "cifar10",
     options=_CROP_WHITEN,
     description="CIFAR-10 via torchvision: 50,000/10,000 3x32x32 colour images, 10 classes",
+    test_points=10000,
 )
 def load_cifar10(data_root: Path, download: bool, whiten: bool = False, crop28: bool = False) -> DataSplit:
     return _load("cifar10", data_root, download, whiten, crop28)
@@ -316,6 +317,7 @@ def load_cifar10(data_root: Path, download: bool, whiten: bool = False, crop28: 
     "cifar100",
     options=_CROP_WHITEN,
     description="CIFAR-100 via torchvision: 50,000/10,000 3x32x32 colour images, 100 fine classes",
+    test_points=10000,
 )
 def load_cifar100(data_root: Path, download: bool, whiten: bool = False, crop28: bool = False) -> DataSplit:
     return _load("cifar100", data_root, download, whiten, crop28)
@@ -325,6 +327,7 @@ def load_cifar100(data_root: Path, download: bool, whiten: bool = False, crop28:
     "mnist",
     options=_WHITEN,
     description="MNIST via torchvision: 60,000/10,000 1x28x28 digits, 10 classes",
+    test_points=10000,
 )
 def load_mnist(data_root: Path, download: bool, whiten: bool = False) -> DataSplit:
     return _load("mnist", data_root, download, whiten)
@@ -334,6 +337,7 @@ def load_mnist(data_root: Path, download: bool, whiten: bool = False) -> DataSpl
     "fashion-mnist",
     options=_WHITEN,
     description="Fashion-MNIST via torchvision: 60,000/10,000 1x28x28 clothing images, 10 classes",
+    test_points=10000,
 )
 def load_fashion_mnist(data_root: Path, download: bool, whiten: bool = False) -> DataSplit:
     return _load("fashion-mnist", data_root, download, whiten)
@@ -343,6 +347,7 @@ def load_fashion_mnist(data_root: Path, download: bool, whiten: bool = False) ->
     "svhn",
     options=_CROP_WHITEN,
     description="SVHN via torchvision: 73,257/26,032 3x32x32 house-number digits, 10 classes",
+    test_points=26032,
 )
 def load_svhn(data_root: Path, download: bool, whiten: bool = False, crop28: bool = False) -> DataSplit:
     return _load("svhn", data_root, download, whiten, crop28)

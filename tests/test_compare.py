@@ -78,3 +78,13 @@ def test_a_committed_report_agrees_with_itself():
     board_ = load_leaderboard(REPORTS / "quick")
     c = compare(board_, board_)
     assert c.changes == [] and c.n_measures == len(board_["measures"]) > 50
+
+
+def test_unreliable_and_chance_refine_each_other_and_schema_1_fails_compares_as_their_range():
+    a = board(m_a=("unreliable", 0.3), m_b=("fails", 0.5), m_c=("separates", 0.0), m_d=("chance", 0.5))
+    b = board(m_a=("chance", 0.45), m_b=("unreliable", 0.3), m_c=("unreliable", 0.2), m_d=("inverts", 0.95))
+    c = compare(a, b)
+    kinds = {x.measure: x.kind for x in c.changes}
+    assert kinds == {"m.a": "refines", "m.b": "refines", "m.c": "contradicts", "m.d": "contradicts"}
+    lines = "\n".join(__import__("gentest.compare", fromlist=["render"]).render(c, "A", "B"))
+    assert "4 of 4 verdicts differ: 2 contradict" in lines and "2 refine" in lines and "0 move to or from inconclusive" in lines

@@ -76,43 +76,68 @@ def tau_a(xs, ys):
 # --- perfect, inverted and constant measures ---------------------------------------------
 
 
+# 40 independent pairs: the fewest for which a clean record's Clopper–Pearson interval, whose upper
+# end is 1 − 0.025^(1/n) with no error, falls under 0.1 (n >= 36).
+MANY = tuple(range(40))
+
+
+def cp(x, n):
+    """Clopper–Pearson at level 0.95 in its Beta form, for a check by hand."""
+    lo = 0.0 if x == 0 else stats.beta.ppf(0.025, x, n - x + 1)
+    hi = 1.0 if x == n else stats.beta.ppf(0.975, x + 1, n - x)
+    return lo, hi
+
+
 def test_perfect_measure_separates():
-    runs = suite()
+    runs = suite(seeds=MANY)
     sc = score(runs, gap_values(runs))
-    assert sc.n_pairs == 3
+    assert sc.n_pairs == 40
     assert sc.sign_error == 0
     assert sc.auroc == 1
+    assert sc.sign_error_ci == pytest.approx(cp(0, 40)) and cp(0, 40)[1] < 0.1
     assert sc.verdict == "separates"
     assert sc.worst_env_sign_error == 0
     assert sc.worst_env == f"{ENV}/labels(p=1)"
     assert sc.env_sign_errors == {f"{ENV}/labels(p=1)": 0.0}
     assert sc.errors == 0 and sc.n_ties == 0
-    assert sc.reason == "orders 3 of 3 pairs like the gap"
+    assert sc.reason == "orders 40 of 40 pairs like the gap"
+
+
+def test_three_perfect_pairs_are_too_few_to_separate():
+    runs = suite()
+    sc = score(runs, gap_values(runs))
+    assert sc.sign_error == 0 and sc.n_pairs == 3
+    assert sc.sign_error_ci == pytest.approx(cp(0, 3))
+    assert sc.verdict == "inconclusive" and sc.reason.endswith("reaches 0.1: add pairs")
 
 
 def test_negated_measure_inverts_and_orientation_flips_it_back():
-    runs = suite()
+    runs = suite(seeds=MANY)
     neg = {k: -v for k, v in gap_values(runs).items()}
     inv = score(runs, neg)
     assert inv.sign_error == 1
     assert inv.auroc == 0
     assert inv.verdict == "inverts"
     assert inv.worst_env_sign_error == 1
-    assert inv.reason == "inverts 3 of 3 pairs"
+    assert inv.reason == "inverts 40 of 40 pairs"
     ok = score(runs, neg, orientation="higher-better")
     assert ok.sign_error == 0 and ok.auroc == 1 and ok.verdict == "separates"
     assert ok.orientation == "higher-better"
 
 
 def test_constant_measure_ties_every_pair():
-    runs = suite()
+    runs = suite(seeds=MANY)
     sc = score(runs, {r.key: 7.0 for r in runs})
     assert sc.sign_error == 0.5
-    assert sc.n_ties == sc.n_pairs == 3
+    assert sc.n_ties == sc.n_pairs == 40
     assert sc.auroc == 0.5
-    assert sc.verdict == "fails"
-    assert sc.reason == "ties every pair (3 of 3)"
-    assert sc.sign_error_ci == (0.5, 0.5) and sc.auroc_ci == (0.5, 0.5)
+    assert sc.verdict == "chance"
+    assert sc.reason == "ties every pair (40 of 40)"
+    # 40 ties are 20 of 40 "errors"; every loss is ½, so no clustering shows (design effect 1).
+    assert sc.sign_error_ci == pytest.approx(cp(20, 40)) and sc.auroc_ci == (0.5, 0.5)
+    # Three ties: the interval [0.04, 0.96] reaches both thresholds.
+    few = score(suite(), {r.key: 7.0 for r in suite()})
+    assert few.sign_error_ci == pytest.approx(cp(1.5, 3)) and few.verdict == "inconclusive"
 
 
 def test_ties_are_exact_not_approximate():
@@ -141,16 +166,19 @@ def test_mixed_case_by_hand():
     assert sc.n_pairs == 4
     assert sc.sign_error == 0.25
     assert sc.env_sign_errors == {f"{ENV}/gaussian": 0.5, f"{ENV}/labels(p=1)": 0.0}
-    assert sc.worst_env == f"{ENV}/gaussian" and sc.worst_env_sign_error == 0.5
+    # Two pairs per environment are far under the effective sample of 12 the worst case needs.
+    assert sc.worst_env is None and sc.worst_env_sign_error is None
+    assert sc.envs_left_out == [f"{ENV}/gaussian", f"{ENV}/labels(p=1)"]
+    assert sc.worst_env_any == f"{ENV}/gaussian" and sc.worst_env_any_sign_error == 0.5
     # AUROC: randomized values {0.82, 0.83, 0.84, 0.0} vs natural {0.05, 0.06}: 6 of 8 above.
     assert sc.auroc == 6 / 8
-    # Seed 0 orders both its pairs right (0), seed 1 one of two (0.5): resampling the two seeds
-    # gives 0 (p = 1/4), 0.25 (1/2) or 0.5 (1/4), so the interval is [0, 0.5]. It reaches the
-    # 0.1 threshold: the two seeds cannot tell "fails" from "separates".
-    assert sc.sign_error_ci == (0.0, 0.5)
+    # Natural run of seed 0: losses (0, 0); of seed 1: (0, 1). ANOVA: grand mean ¼, MSB =
+    # 2·(1/16 + 1/16) = ¼, MSW = (0 + ½)/2 = ¼, so ρ = 0 and the design effect is 1: 1 of 4.
+    assert sc.design_effect == 1.0 and sc.n_effective == 4.0
+    assert sc.sign_error_ci == pytest.approx(cp(1, 4))
     assert sc.verdict == "inconclusive"
     assert sc.reason == ("orders 3 of 4 pairs like the gap, inverts 1: sign-error 0.25, but its 95 % interval "
-                         "over 2 seeds [0.00, 0.50] reaches 0.1: add seeds")
+                         "[0.01, 0.81] from 4.0 effective pairs reaches 0.1: add pairs")
 
 
 def test_tie_counts_half_and_a_gap_tie_is_left_out():
@@ -159,11 +187,9 @@ def test_tie_counts_half_and_a_gap_tie_is_left_out():
     values[f"{ENV}/s0/labels1"] = values[f"{ENV}/s0/none"]  # a tie in the measure
     sc = score(runs, values)
     assert sc.n_ties == 1 and sc.sign_error == 0.5 / 4
-    # Per seed 0.5, 0, 0, 0. A resample's mean is 0.5 · c / 4 with c ~ Binomial(4, 1/4) draws of
-    # seed 0: P(c = 0) = 0.32 puts the 2.5th percentile at 0; P(c >= 3) = 0.051 and P(c = 4) =
-    # 0.004 put the 97.5th at c = 3, i.e. 0.375.
-    assert sc.sign_error_ci == (0.0, 0.375)
-    assert sc.verdict == "inconclusive" and sc.reason.endswith("add seeds")
+    # Four singleton clusters, losses ½, 0, 0, 0: half an error in four pairs.
+    assert sc.sign_error_ci == pytest.approx(cp(0.5, 4))
+    assert sc.verdict == "inconclusive" and sc.reason.endswith("add pairs")
 
     # Equal gaps with different measure values: nothing to order, so the pair is left out.
     eq = [run("n", "g", gap=0.3), run("r", "g", "labels", gap=0.3)]
@@ -188,24 +214,23 @@ def test_a_pair_with_equal_gaps_is_left_out_for_every_measure():
     assert score(runs, tied_there).n_ties == 0
 
 
-def test_thresholds_are_inclusive():
-    assert THRESHOLDS == {"separates_max_sign_error": 0.1, "inverts_min_sign_error": 0.9, "min_seeds": 2, "undecided_z": 2.0}
-    # Ten environments, two seeds: one of ten pairs wrong in each seed, so every resample of the
-    # seeds has sign-error exactly 0.1 and the interval is [0.1, 0.1]: at the threshold, separates.
-    runs = suite(seeds=(0, 1), envs=[f"e{i}" for i in range(10)])
+def test_thresholds():
+    assert THRESHOLDS == {"separates_max_sign_error": 0.1, "inverts_min_sign_error": 0.9, "chance_sign_error": 0.5,
+                          "min_seeds": 2, "undecided_z": 2.0, "min_env_ess": 12.0}
+    # 400 independent pairs, 4 wrong: the interval [0.003, 0.025] lies under 0.1.
+    runs = suite(seeds=range(400))
     values = gap_values(runs)
-    values["e0/s0/labels1"] = -1.0
-    values["e7/s1/labels1"] = -1.0
+    for s in range(4):
+        values[f"{ENV}/s{s}/labels1"] = -1.0
     sc = score(runs, values)
-    assert sc.sign_error == 0.1 and sc.sign_error_ci == (0.1, 0.1) and sc.verdict == "separates"
-    assert sc.reason == "orders 18 of 20 pairs like the gap, inverts 2"
+    assert sc.sign_error == 0.01 and sc.sign_error_ci == pytest.approx(cp(4, 400)) and sc.verdict == "separates"
+    assert sc.reason == "orders 396 of 400 pairs like the gap, inverts 4"
     neg = score(runs, {k: -v for k, v in values.items()})
-    assert neg.sign_error == 0.9 and neg.sign_error_ci == (0.9, 0.9) and neg.verdict == "inverts"
-    assert neg.reason == "inverts 18 of 20 pairs, orders 2 like the gap"
-    # Without a bootstrap there is no interval, so no verdict but inconclusive.
+    assert neg.sign_error == 0.99 and neg.verdict == "inverts"
+    assert neg.reason == "inverts 396 of 400 pairs, orders 4 like the gap"
+    # The AUROC's bootstrap is optional; the sign-error's interval is not a bootstrap.
     none = score(runs, values, n_boot=0)
-    assert none.sign_error_ci is None and none.auroc_ci is None
-    assert none.verdict == "inconclusive" and "without a bootstrap interval: add seeds" in none.reason
+    assert none.auroc_ci is None and none.sign_error_ci == sc.sign_error_ci and none.verdict == "separates"
 
 
 # --- AUROC --------------------------------------------------------------------------------
@@ -329,6 +354,7 @@ def test_bootstrap_is_deterministic_and_contains_the_estimate():
     assert 0 < a.sign_error < 1  # really noisy
     lo, hi = a.sign_error_ci
     assert lo <= a.sign_error <= hi and lo < hi
+    assert score(runs, values, seed=6).sign_error_ci == a.sign_error_ci  # not a resampling: no seed
     lo, hi = a.auroc_ci
     assert lo <= a.auroc <= hi and lo < hi
     c = score(runs, values, seed=6)
@@ -348,8 +374,9 @@ def test_bootstrap_with_one_seed_is_degenerate():
     runs, values = noisy_table()
     one = [r for r in runs if r.seed == 0]
     sc = score(one, values)
-    assert sc.sign_error_ci == (sc.sign_error, sc.sign_error)
     assert sc.auroc_ci == (sc.auroc, sc.auroc)
+    # One natural run with two twins is one cluster: it counts as one effective pair.
+    assert sc.n_effective == pytest.approx(1.0) and sc.verdict == "inconclusive"
 
 
 
@@ -391,7 +418,7 @@ def controls_table(runs, param_count_differs=False):
 
 
 def test_score_all_sorts_by_verdict_then_sign_error_then_name():
-    runs, noisy = noisy_table()
+    runs, noisy = noisy_table(n_seeds=40)
     values = controls_table(runs)
     values["good"] = gap_values(runs)
     values["bad"] = {k: -v for k, v in gap_values(runs).items()}
@@ -401,7 +428,7 @@ def test_score_all_sorts_by_verdict_then_sign_error_then_name():
     measures = [(n, "f", "higher-worse") for n in names]
     scores = score_all(measures, runs, values, n_boot=50)
     assert [s.name for s in scores] == ["control.gap", "good", "bad", "noisy", "control.param_count", "broken"]
-    assert [s.verdict for s in scores] == ["separates", "separates", "inverts", "fails", "fails", "error"]
+    assert [s.verdict for s in scores] == ["separates", "separates", "inverts", "chance", "chance", "error"]
     assert score_all([("absent", "f", "higher-worse")], runs, values)[0].errors == len(runs)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from scipy import stats
 
 from gentest.leaderboard import MeasureValue
 from gentest.scoring import (
@@ -50,61 +51,84 @@ def score(runs, values, **kw):
 # --- verdicts from the interval over seeds -----------------------------------------------------
 
 
+def cp(x, n):
+    """Clopper–Pearson at level 0.95 in its Beta form, for a check by hand."""
+    lo = 0.0 if x == 0 else stats.beta.ppf(0.025, x, n - x + 1)
+    hi = 1.0 if x == n else stats.beta.ppf(0.975, x + 1, n - x)
+    return lo, hi
+
+
 def test_a_point_estimate_at_the_threshold_is_not_enough():
-    # Five environments, two seeds: seed 0 orders all five pairs right (0), seed 1 one wrong
-    # (0.2). The mean 0.1 would "separate" by the point estimate; the resamples of the two seeds
-    # give 0, 0.1 and 0.2, so the interval is [0, 0.2] and reaches past 0.1.
+    # Five environments, two seeds, one pair of ten wrong: the mean 0.1 would "separate" by the
+    # point estimate; ten independent pairs give the interval [0.003, 0.45].
     runs, values = twins(5, (0, 1), wrong={(3, 1)})
     sc = score(runs, values)
-    assert sc.sign_error == 0.1 and sc.n_seeds == 2
-    assert sc.sign_error_ci == (0.0, 0.2)
+    assert sc.sign_error == 0.1 and sc.n_seeds == 2 and sc.n_effective == 10
+    assert sc.sign_error_ci == pytest.approx(cp(1, 10))
     assert sc.verdict == "inconclusive"
     assert sc.reason == ("orders 9 of 10 pairs like the gap, inverts 1: sign-error 0.10, but its 95 % interval "
-                         "over 2 seeds [0.00, 0.20] reaches 0.1: add seeds")
+                         "[0.00, 0.45] from 10.0 effective pairs reaches 0.1: add pairs")
 
 
-def test_fails_only_when_the_whole_interval_is_in_between():
-    # Two environments, two seeds, one pair wrong per seed: every resample is 0.5.
-    runs, values = twins(2, (0, 1), wrong={(0, 0), (1, 1)})
-    sc = score(runs, values)
-    assert sc.sign_error_ci == (0.5, 0.5) and sc.verdict == "fails"
-    assert sc.reason == ("orders 2 of 4 pairs like the gap, inverts 2: sign-error 0.50, 95 % interval over 2 seeds "
-                         "[0.50, 0.50], lies between 0.1 and 0.9")
+def test_unreliable_and_chance_split_the_old_fails():
+    # 30 environments, four seeds (120 independent pairs). 30 wrong: [0.18, 0.34], inside
+    # (0.1, 0.5): it orders most pairs, not reliably. 60 wrong: [0.41, 0.59] reaches 0.5: chance.
+    wrong_30 = {(e, s) for e in range(30) for s in range(4) if (e * 4 + s) % 4 == 0}
+    sc = score(*twins(30, range(4), wrong=wrong_30))
+    assert sc.sign_error == 0.25 and sc.sign_error_ci == pytest.approx(cp(30, 120))
+    assert sc.verdict == "unreliable"
+    assert sc.reason == ("orders 90 of 120 pairs like the gap, inverts 30: sign-error 0.25, 95 % interval [0.18, 0.34] "
+                         "from 120.0 effective pairs, lies between 0.1 and 0.5")
+    wrong_60 = {(e, s) for e in range(30) for s in range(4) if s < 2}
+    half = score(*twins(30, range(4), wrong=wrong_60))
+    assert half.sign_error == 0.5 and half.verdict == "chance"
+    assert half.reason.endswith("reaches 0.5 or beyond")
+    # [0.5, 0.9) counts as chance too: mostly inverted, but not reliably.
+    wrong_84 = {(e, s) for e in range(30) for s in range(4) if (e * 4 + s) % 10 < 7}
+    most = score(*twins(30, range(4), wrong=wrong_84))
+    lo, hi = most.sign_error_ci
+    assert 0.5 < lo and hi < 0.9 and most.verdict == "chance"
 
 
 def test_an_interval_reaching_the_upper_threshold_is_inconclusive():
-    # Five environments: seed 0 inverts all (1.0), seed 1 inverts four of five (0.8): [0.8, 1.0].
     runs, values = twins(5, (0, 1), wrong={(e, 0) for e in range(5)} | {(e, 1) for e in range(4)})
     sc = score(runs, values)
-    assert sc.sign_error == 0.9 and sc.sign_error_ci == (0.8, 1.0)
-    assert sc.verdict == "inconclusive" and "reaches 0.9: add seeds" in sc.reason
+    assert sc.sign_error == 0.9 and sc.sign_error_ci == pytest.approx(cp(9, 10))
+    assert sc.verdict == "inconclusive" and "reaches 0.9: add pairs" in sc.reason
     assert sc.reason.startswith("inverts 9 of 10 pairs, orders 1 like the gap")
 
 
-def test_two_seeds_that_agree_separate():
-    runs, values = twins(3, (0, 1))
+def test_enough_agreeing_pairs_separate():
+    runs, values = twins(20, (0, 1))
     sc = score(runs, values)
-    assert sc.sign_error_ci == (0.0, 0.0) and sc.verdict == "separates" and sc.reason == "orders 6 of 6 pairs like the gap"
+    assert sc.sign_error_ci == pytest.approx(cp(0, 40)) and sc.verdict == "separates"
+    assert sc.reason == "orders 40 of 40 pairs like the gap"
 
 
-
-def test_three_seeds_give_the_range_of_the_per_seed_sign_errors():
-    # Ten environments, three seeds: seed 0 wrong on none (0.0), seed 1 on one (0.1), seed 2 on
-    # three (0.3). Drawing seed 0 (or 2) three times has probability 1/27 > 2.5 %, so the 95 %
-    # interval is [0.0, 0.3]: a definite verdict from three seeds needs each seed to give it.
-    runs, values = twins(10, (0, 1, 2), wrong={(0, 1), (0, 2), (1, 2), (2, 2)})
+def test_pairs_that_share_a_natural_run_count_less():
+    # Ten natural runs with four twins each; the measure is wrong on every twin of runs 0 and 1
+    # and right on the rest: the errors cluster, so 40 pairs carry far fewer than 40 pairs' worth.
+    runs, values = [], {}
+    for s in range(10):
+        pk = f"s{s}"
+        runs.append(run(f"{pk}/n", pk, seed=s, gap=0.1))
+        values[f"{pk}/n"] = 1.0
+        for j in range(4):
+            runs.append(run(f"{pk}/r{j}", pk, "labels", seed=s, gap=0.9 + 0.001 * j, environment=f"e{j}"))
+            values[f"{pk}/r{j}"] = 0.0 if s < 2 else 2.0
     sc = score(runs, values)
-    assert sc.sign_error == pytest.approx(4 / 30) and sc.sign_error_ci == (0.0, 0.3)
-    assert sc.verdict == "inconclusive"
-    agree = score(*twins(10, (0, 1, 2), wrong={(0, 1)}))  # per seed 0.0, 0.1, 0.0: all at most 0.1
-    assert agree.sign_error_ci == (0.0, 0.1) and agree.verdict == "separates"
+    # Each cluster is constant and the clusters differ: ρ = 1, design effect 4, 10 effective pairs.
+    assert sc.design_effect == pytest.approx(4.0) and sc.n_effective == pytest.approx(10.0)
+    assert sc.sign_error == 0.2 and sc.sign_error_ci == pytest.approx(cp(2, 10))
+
 
 def test_one_seed_is_inconclusive_whatever_the_pairs_say():
     runs, values = twins(4, (0,))
     sc = score(runs, values)
-    assert sc.sign_error == 0 and sc.n_seeds == 1 and sc.sign_error_ci == (0.0, 0.0)
+    assert sc.sign_error == 0 and sc.n_seeds == 1
     assert sc.verdict == "inconclusive"
-    assert sc.reason == "orders 4 of 4 pairs like the gap; sign-error 0.00 from 1 seed, which gives no interval over seeds: add seeds"
+    assert sc.reason == ("orders 4 of 4 pairs like the gap; sign-error 0.00 from 1 seed: one trained network per "
+                         "setting is not a finding: add seeds")
     tied = score(runs, {k: 3.0 for k in values})
     assert tied.verdict == "inconclusive" and tied.reason.startswith("ties every pair (4 of 4); ")
 
@@ -128,16 +152,18 @@ def test_controls_message_says_broken_once():
 
 
 def test_score_all_orders_by_verdict_then_worst_environment_then_mean():
-    runs, good = twins(10, (0, 1))
-    # "spread": 1 wrong pair in each of two environments -> mean 0.1, worst env 0.5.
-    _, spread = twins(10, (0, 1), wrong={(0, 0), (1, 1)})
-    # "clumped": both wrong pairs in one environment -> mean 0.1, worst env 1.0.
-    _, clumped = twins(10, (0, 1), wrong={(0, 0), (0, 1)})
+    # Three environments of 13 seeds each: 13 effective pairs, enough for the worst case.
+    runs, good = twins(3, range(13))
+    # "spread": 1 wrong pair in each of two environments -> worst env 1/13.
+    _, spread = twins(3, range(13), wrong={(0, 0), (1, 1)})
+    # "clumped": both wrong pairs in one environment -> worst env 2/13. Same mean, 2/39.
+    _, clumped = twins(3, range(13), wrong={(0, 0), (0, 1)})
     measures = [(n, "f", "higher-worse") for n in ("clumped", "spread", "good")]
     scores = score_all(measures, runs, {"clumped": clumped, "spread": spread, "good": good})
     assert [s.name for s in scores] == ["good", "spread", "clumped"]
-    assert [s.verdict for s in scores] == ["separates", "separates", "separates"]
-    assert [s.worst_env_sign_error for s in scores] == [0.0, 0.5, 1.0]
+    assert [s.verdict for s in scores] == ["separates", "inconclusive", "inconclusive"]
+    assert [s.worst_env_sign_error for s in scores] == [0.0, 1 / 13, 2 / 13]
+    assert scores[1].sign_error == scores[2].sign_error == 2 / 39
 
 
 # --- undecided pairs -----------------------------------------------------------------------------
@@ -154,7 +180,7 @@ def test_undecided_pair_by_hand():
     sc = score(runs, values, uncertainties=u)
     assert sc.n_undecided == 1 and sc.n_ties == 0 and sc.n_pairs == 2
     assert sc.sign_error == 0.25  # (½ + 0) / 2
-    assert sc.sign_error_ci == (0.0, 0.5) and sc.verdict == "inconclusive"
+    assert sc.sign_error_ci == pytest.approx(cp(0.5, 2)) and sc.verdict == "inconclusive"
     assert "1 of 2 pairs undecided within the measures' noise" in sc.reason
     assert sc.reason.startswith("orders 1 of 2 pairs like the gap, 1 of 2 pairs undecided")
     # Without uncertainties both pairs are decided and right.
@@ -165,11 +191,11 @@ def test_undecided_pair_by_hand():
 
 
 def test_undecided_pairs_decide_the_verdict():
-    # Every pair within the noise: sign-error ½ on every resample, so "fails", not "separates".
+    # Every pair within the noise: sign-error ½, interval [0.12, 0.88]: "chance", not "separates".
     runs, values = twins(3, (0, 1))
     u = {k: 1.0 for k in values}
     sc = score(runs, values, uncertainties=u)
-    assert sc.n_undecided == 6 and sc.sign_error == 0.5 and sc.verdict == "fails"
+    assert sc.n_undecided == 6 and sc.sign_error == 0.5 and sc.verdict == "chance"
     assert "6 of 6 pairs undecided within the measures' noise" in sc.reason
 
 

@@ -163,24 +163,42 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from gentest.leaderboard import MeasureScore
+from gentest.leaderboard import SCHEMA_VERSION, MeasureScore  # noqa: F401  (SCHEMA_VERSION re-exported)
+from gentest.scoring.cmi import conditional_mutual_information
+from gentest.scoring.intervals import sign_error_interval
+from gentest.scoring.weights import effective_sample_size, pair_weight
 
 # Verdict thresholds; the report prints them.
 THRESHOLDS: dict[str, float] = {
     "separates_max_sign_error": 0.1,  # the whole 95 % interval at or below this: separates
     "inverts_min_sign_error": 0.9,  # the whole interval at or above this: inverts
-    "min_seeds": 2,  # fewer seeds among the scored pairs: no interval over seeds, inconclusive
+    "chance_sign_error": 0.5,  # an interval below it (and above 0.1): unreliable; reaching it: chance
+    "min_seeds": 2,  # fewer seeds among the scored pairs: one network per setting, inconclusive
     "undecided_z": 2.0,  # a pair within z · (combined standard error) is undecided
+    "min_env_ess": 12.0,  # environments with a smaller effective sample stay out of the worst case
 }
 NOT_APPLICABLE = "n/a"
 INCONCLUSIVE = "inconclusive"
-VERDICTS = ("separates", "inverts", INCONCLUSIVE, "fails", "error", NOT_APPLICABLE)  # also the sort order
-# The verdicts that state a finding; a report that swaps one for another contradicts it.
-DEFINITE_VERDICTS = ("separates", "inverts", "fails")
+SEPARATES = "separates"
+INVERTS = "inverts"
+UNRELIABLE = "unreliable"  # orders most pairs, but not reliably: the interval lies in (0.1, 0.5)
+CHANCE = "chance"  # no better than chance, or ties: the interval reaches 0.5, or lies in [0.5, 0.9)
+LEGACY_FAILS = "fails"  # schema 1's single verdict for both; read from old boards only
+VERDICTS = (SEPARATES, INVERTS, INCONCLUSIVE, UNRELIABLE, CHANCE, "error", NOT_APPLICABLE)  # also the sort order
+# The verdicts that state a finding, and the range of the sign-error each one claims; two
+# findings contradict each other when their ranges do not overlap (compare).
+DEFINITE_VERDICTS = (SEPARATES, INVERTS, UNRELIABLE, CHANCE)
+CLAIMED_SIGN_ERROR: dict[str, tuple[float, float]] = {
+    SEPARATES: (0.0, 0.1),
+    UNRELIABLE: (0.1, 0.5),
+    CHANCE: (0.1, 0.9),
+    LEGACY_FAILS: (0.1, 0.9),
+    INVERTS: (0.9, 1.0),
+}
 ORIENTATIONS = ("higher-worse", "higher-better")
 NATURAL = "none"
 LABELS = "labels"
-CI_PERCENTILES = (2.5, 97.5)
+CI_PERCENTILES = (2.5, 97.5)  # of the AUROC's bootstrap over seeds
 MIN_SWEEP_LEVELS = 3  # distinct p among "none"/"labels" runs for Kendall tau to be computed
 CONTROL_GAP = "control.gap"
 CONTROL_PARAM_COUNT = "control.param_count"
@@ -200,8 +218,9 @@ class ScoredRun:
     gap: float  # train_acc - test_acc
     environment: str  # architecture x training setting, e.g. "mnist1d/mlp hidden=[512]"
     # Every setting but randomization and seed, as (name, canonical JSON value) pairs: "dataset",
-    # "dataset.<option>", "model", "model.<option>", "train.<setting>". The axes of Ψ.
+    # "dataset.<option>", "model", "model.<option>", "train.<setting>". The axes of Ψ and CMI.
     settings: tuple[tuple[str, str], ...] = ()
+    n_test: int | None = None  # test-set size behind the gap (pair weights); None: unknown
 
     @property
     def is_natural(self) -> bool:
@@ -231,6 +250,17 @@ def pair_runs(runs: Sequence[ScoredRun]) -> list[tuple[ScoredRun, ScoredRun]]:
         randomized = [r for r in group if not r.is_natural]
         out.extend((n, r) for n in naturals for r in randomized)
     return out
+
+
+def pair_weights(runs: Sequence[ScoredRun]) -> list[dict[str, object]]:
+    """Every (natural, randomized) pair with its environment, gap difference ``g_rand − g_nat``,
+    the twins' test-set sizes and Dziugaite et al.'s weight (:mod:`gentest.scoring.weights`).
+    The weight depends on the runs alone, so it is the same for every measure."""
+    return [
+        {"natural": n.key, "randomized": r.key, "environment": environment_of(n, r), "delta_gap": r.gap - n.gap,
+         "n_test": [n.n_test, r.n_test], "weight": pair_weight(n.gap, r.gap, n.n_test, r.n_test)}
+        for n, r in pair_runs(runs)
+    ]
 
 
 def recorded_uncertainty(extra: Mapping[str, object] | None) -> object:
@@ -328,9 +358,12 @@ def score_measure(
     errors = len(runs) - len(mu)
     z = THRESHOLDS["undecided_z"]
 
-    # Pairs and their sign-errors, kept as 2ℓ ∈ {0, 1, 2} so sums stay exact integers.
+    # Pairs with different gaps, each with its sign-error kept as 2ℓ ∈ {0, 1, 2} (exact sums)
+    # and Dziugaite et al.'s weight; a pair of weight 0 is left out of every weighted number.
     loss2: list[int] = []
+    weights: list[float] = []
     pair_seeds: list[int] = []
+    clusters: list[str] = []  # the natural twin: its pairs share that network
     envs: list[str] = []
     n_ties = n_undecided = n_gap_ties = 0
     env_pairs: dict[str, int] = defaultdict(int)
@@ -353,21 +386,40 @@ def score_measure(
             undecided = noise > 0 and abs(mu[nat.key] - mu[rnd.key]) <= z * noise
         else:
             undecided = False
+        w = pair_weight(nat.gap, rnd.gap, nat.n_test, rnd.n_test)
         loss2.append(1 if undecided else 1 - s_mu * s_gap)
+        weights.append(w)
         pair_seeds.append(nat.seed)
+        clusters.append(nat.key)
         envs.append(env)
-        n_ties += s_mu == 0
-        n_undecided += undecided
-    n_pairs = len(loss2)
+        if w > 0:
+            n_ties += s_mu == 0
+            n_undecided += undecided
     gap_tied_envs = sorted(env for env, n in env_gap_ties.items() if n == env_pairs[env])
+    scored = [i for i, w in enumerate(weights) if w > 0]
+    n_pairs = len(scored)
+    n_unresolved = len(weights) - n_pairs
+    losses = [loss2[i] / 2 for i in scored]
+    ws = [weights[i] for i in scored]
 
-    sign_error = sum(loss2) / (2 * n_pairs) if n_pairs else None
-    env_loss: dict[str, list[int]] = defaultdict(list)
-    for env, l2 in zip(envs, loss2):
-        env_loss[env].append(l2)
-    env_sign_errors = {env: sum(ls) / (2 * len(ls)) for env, ls in sorted(env_loss.items())}
-    worst_env = max(env_sign_errors, key=env_sign_errors.__getitem__) if env_sign_errors else None
-    worst_env_sign_error = env_sign_errors[worst_env] if worst_env is not None else None
+    sign_error_unweighted = sum(loss2) / (2 * len(loss2)) if loss2 else None
+    sign_error = _weighted_mean(losses, ws)
+    env_members: dict[str, list[int]] = defaultdict(list)
+    for i in scored:
+        env_members[envs[i]].append(i)
+    env_sign_errors = {env: _weighted_mean([loss2[i] / 2 for i in idx], [weights[i] for i in idx])
+                       for env, idx in sorted(env_members.items())}
+    env_ess = {env: effective_sample_size(weights[i] for i in idx) for env, idx in sorted(env_members.items())}
+    min_ess = THRESHOLDS["min_env_ess"]
+    kept = {env: e for env, e in env_sign_errors.items() if env_ess[env] >= min_ess - 1e-9}
+    envs_left_out = sorted(set(env_sign_errors) - set(kept))
+    worst_env = max(kept, key=kept.__getitem__) if kept else None
+    worst_env_sign_error = kept[worst_env] if worst_env is not None else None
+    worst_env_any = max(env_sign_errors, key=env_sign_errors.__getitem__) if env_sign_errors else None
+    env_quantiles = _env_quantiles(list(kept.values()))
+
+    interval = sign_error_interval(losses, ws, [clusters[i] for i in scored])
+    sign_error_ci, n_effective, deff = interval if interval is not None else (None, 0.0, None)
 
     # AUROC from the comparison matrix C[i, j] = 1 / ½ / 0 for randomized i vs natural j.
     rand_runs = [r for r in runs if not r.is_natural and r.key in mu]
@@ -381,15 +433,16 @@ def score_measure(
         auroc = float(comparisons.sum() / comparisons.size)
 
     kendall_tau = _kendall_tau(runs, mu)
-    psi, psi_by_axis = granulated_consistency(runs, mu)
+    axes = suite_axes(runs)
+    psi, psi_by_axis = granulated_consistency(runs, mu, axes)
+    cmi = conditional_mutual_information(mu, {r.key: r.gap for r in runs}, axes)
 
-    sign_error_ci, auroc_ci = _bootstrap(
-        runs, mu, np.array(loss2, dtype=float) / 2, pair_seeds, rand_runs, nat_runs, comparisons, n_boot, seed
-    )
-    n_seeds = len(set(pair_seeds))
+    auroc_ci = _auroc_bootstrap(runs, mu, rand_runs, nat_runs, comparisons, n_boot, seed)
+    n_seeds = len({pair_seeds[i] for i in scored})
 
     verdict, reason = _verdict(
-        sign_error, sign_error_ci, n_seeds, n_pairs, loss2, n_ties, n_undecided, n_gap_ties, errors, len(runs)
+        sign_error, sign_error_ci, n_effective, n_seeds, n_pairs, [loss2[i] for i in scored], n_ties, n_undecided,
+        n_gap_ties, n_unresolved, errors, len(runs),
     )
     if bad_uncertainty:
         reason += f" ({bad_uncertainty} with an invalid uncertainty)"
@@ -417,7 +470,33 @@ def score_measure(
         psi_by_axis=psi_by_axis,
         n_gap_ties=n_gap_ties,
         gap_tied_envs=gap_tied_envs,
+        sign_error_unweighted=sign_error_unweighted,
+        n_effective=n_effective,
+        design_effect=deff,
+        n_unresolved=n_unresolved,
+        env_ess=env_ess,
+        envs_left_out=envs_left_out,
+        worst_env_any=worst_env_any,
+        worst_env_any_sign_error=env_sign_errors[worst_env_any] if worst_env_any is not None else None,
+        env_quantiles=env_quantiles,
+        cmi=cmi.k,
+        cmi_set=cmi.k_set,
+        cmi_by_set=cmi.by_set,
+        cmi_pgdl=cmi.k_pgdl,
     )
+
+
+def _weighted_mean(xs: Sequence[float], ws: Sequence[float]) -> float | None:
+    total = math.fsum(ws)
+    return math.fsum(x * w for x, w in zip(xs, ws)) / total if total > 0 else None
+
+
+def _env_quantiles(errors: list[float]) -> dict[str, float | None]:
+    """Dziugaite et al.'s summary of the distribution of per-environment sign-errors (their CDF
+    figures): the mean, the 90th percentile and the maximum over the environments kept."""
+    if not errors:
+        return {"mean": None, "p90": None, "max": None}
+    return {"mean": float(np.mean(errors)), "p90": float(np.percentile(errors, 90)), "max": float(max(errors))}
 
 
 # -- Kendall tau and Psi -----------------------------------------------------------------------------
@@ -501,11 +580,12 @@ def suite_axes(runs: Sequence[ScoredRun]) -> dict[str, dict[str, tuple]]:
 
 
 def granulated_consistency(
-    runs: Sequence[ScoredRun], mu: Mapping[str, float]
+    runs: Sequence[ScoredRun], mu: Mapping[str, float], axes: Mapping[str, Mapping[str, tuple]] | None = None
 ) -> tuple[float | None, dict[str, float | None]]:
-    """Jiang et al.'s Ψ and its ψ per axis over the runs with a value (module docstring)."""
+    """Jiang et al.'s Ψ and its ψ per axis over the runs with a value (module docstring);
+    ``axes`` defaults to :func:`suite_axes` of ``runs``."""
     have = [r for r in runs if r.key in mu]
-    axes = suite_axes(runs)
+    axes = suite_axes(runs) if axes is None else axes
     by_axis: dict[str, float | None] = {}
     for axis in axes:
         others = [a for a in axes if a != axis]
@@ -528,21 +608,20 @@ def _percentile_interval(samples: np.ndarray) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
-def _bootstrap(
+def _auroc_bootstrap(
     runs: Sequence[ScoredRun],
     mu: Mapping[str, float],
-    losses: np.ndarray,
-    pair_seeds: list[int],
     rand_runs: list[ScoredRun],
     nat_runs: list[ScoredRun],
     comparisons: np.ndarray | None,
     n_boot: int,
     seed: int,
-) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """Percentile intervals of mean sign-error and AUROC when the seeds are resampled."""
+) -> tuple[float, float] | None:
+    """Percentile interval of the AUROC when the seeds are resampled (a description of the
+    spread over seeds; with two or three seeds it is their range, see the module docstring)."""
     seeds = sorted({r.seed for r in runs if r.key in mu})
-    if n_boot == 0 or not seeds:
-        return None, None
+    if n_boot == 0 or not seeds or comparisons is None:
+        return None
     index = {s: i for i, s in enumerate(seeds)}
     n_seeds = len(seeds)
     rng = np.random.default_rng(seed)
@@ -550,21 +629,11 @@ def _bootstrap(
     # counts[b, s]: how many times resample b drew seed s (its weight, multiplicity included).
     flat = (draws + n_seeds * np.arange(n_boot)[:, None]).ravel()
     counts = np.bincount(flat, minlength=n_boot * n_seeds).reshape(n_boot, n_seeds).astype(float)
-
-    se_ci = None
-    if losses.size:
-        w = counts[:, [index[s] for s in pair_seeds]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            se_ci = _percentile_interval((w @ losses) / w.sum(axis=1))
-
-    auroc_ci = None
-    if comparisons is not None:
-        w_rand = counts[:, [index[r.seed] for r in rand_runs]]
-        w_nat = counts[:, [index[r.seed] for r in nat_runs]]
-        num = np.einsum("bi,ij,bj->b", w_rand, comparisons, w_nat)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            auroc_ci = _percentile_interval(num / (w_rand.sum(axis=1) * w_nat.sum(axis=1)))
-    return se_ci, auroc_ci
+    w_rand = counts[:, [index[r.seed] for r in rand_runs]]
+    w_nat = counts[:, [index[r.seed] for r in nat_runs]]
+    num = np.einsum("bi,ij,bj->b", w_rand, comparisons, w_nat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _percentile_interval(num / (w_rand.sum(axis=1) * w_nat.sum(axis=1)))
 
 
 # -- verdict -------------------------------------------------------------------------------------------
@@ -572,12 +641,14 @@ def _bootstrap(
 def _verdict(
     sign_error: float | None,
     ci: tuple[float, float] | None,
+    n_effective: float,
     n_seeds: int,
     n_pairs: int,
     loss2: list[int],
     n_ties: int,
     n_undecided: int,
     n_gap_ties: int,
+    n_unresolved: int,
     errors: int,
     n_runs: int,
 ) -> tuple[str, str]:
@@ -585,11 +656,15 @@ def _verdict(
         if errors:
             reason = f"errored on {errors} of {_plural(n_runs, 'run')}"
             return "error", reason + ("; no pair could be scored" if not n_pairs else "")
-        if n_gap_ties:
+        if n_gap_ties and not n_unresolved:
             return "error", f"every pair has equal gaps ({n_gap_ties}): nothing to order"
+        if n_unresolved:
+            return "error", (f"no pair has gaps that the test sets resolve ({n_gap_ties} equal, {n_unresolved} "
+                             f"closer than the test sets can tell apart): nothing to order")
         return "error", "no natural/randomized pair to score"
     assert sign_error is not None
-    sep, inv = THRESHOLDS["separates_max_sign_error"], THRESHOLDS["inverts_min_sign_error"]
+    sep, inv, chance = (THRESHOLDS["separates_max_sign_error"], THRESHOLDS["inverts_min_sign_error"],
+                        THRESHOLDS["chance_sign_error"])
     # Undecided pairs count ½ in loss2 like ties, but are neither right nor wrong.
     right = sum(1 for l2 in loss2 if l2 == 0)
     wrong = sum(1 for l2 in loss2 if l2 == 2)
@@ -598,11 +673,13 @@ def _verdict(
         extras.append(f"ties {n_ties}")
     if n_undecided:
         extras.append(f"{n_undecided} of {_plural(n_pairs, 'pair')} undecided within the measures' noise")
+    if n_unresolved:
+        extras.append(f"{_plural(n_unresolved, 'pair')} with gaps closer than the test sets resolve left out")
     if n_gap_ties:
         extras.append(f"{_plural(n_gap_ties, 'pair')} with equal gaps left out")
 
     if n_ties == n_pairs:
-        counts = f"ties every pair ({n_ties} of {n_pairs})"
+        counts = ", ".join([f"ties every pair ({n_ties} of {n_pairs})"] + extras[1:])
     elif sign_error > 0.5:  # mostly inverted: lead with that
         counts = ", ".join([f"inverts {wrong} of {_plural(n_pairs, 'pair')}"]
                            + ([f"orders {right} like the gap"] if right else []) + extras)
@@ -611,22 +688,55 @@ def _verdict(
                            + ([f"inverts {wrong}"] if wrong else []) + extras)
 
     if n_seeds < THRESHOLDS["min_seeds"]:
-        return INCONCLUSIVE, (f"{counts}; sign-error {sign_error:.2f} from {_plural(n_seeds, 'seed')}, "
-                              f"which gives no interval over seeds: add seeds")
+        return INCONCLUSIVE, (f"{counts}; sign-error {sign_error:.2f} from {_plural(n_seeds, 'seed')}: "
+                              f"one trained network per setting is not a finding: add seeds")
     if ci is None:
-        return INCONCLUSIVE, f"{counts}; sign-error {sign_error:.2f} without a bootstrap interval: add seeds"
+        return INCONCLUSIVE, f"{counts}; sign-error {sign_error:.2f} without an interval: add seeds"
     lo, hi = ci
-    interval = f"95 % interval over {n_seeds} seeds [{lo:.2f}, {hi:.2f}]"
+    interval = f"95 % interval [{lo:.2f}, {hi:.2f}] from {n_effective:.1f} effective pairs"
     if hi <= sep:
-        return "separates", counts
+        return SEPARATES, counts
     if lo >= inv:
-        return "inverts", counts
+        return INVERTS, counts
     if sep < lo and hi < inv:
+        if hi < chance:
+            return UNRELIABLE, f"{counts}: sign-error {sign_error:.2f}, {interval}, lies between {sep:g} and {chance:g}"
         if n_ties == n_pairs:
-            return "fails", counts
-        return "fails", f"{counts}: sign-error {sign_error:.2f}, {interval}, lies between {sep:g} and {inv:g}"
+            return CHANCE, counts
+        return CHANCE, f"{counts}: sign-error {sign_error:.2f}, {interval}, reaches {chance:g} or beyond"
     edge = f"{sep:g}" if lo <= sep else f"{inv:g}"
-    return INCONCLUSIVE, f"{counts}: sign-error {sign_error:.2f}, but its {interval} reaches {edge}: add seeds"
+    return INCONCLUSIVE, f"{counts}: sign-error {sign_error:.2f}, but its {interval} reaches {edge}: add pairs"
+
+
+def consistent_with(expected: str, sign_error: float | None, ci: tuple[float, float] | None) -> bool:
+    """Whether a sample too small for a verdict still agrees with ``expected``: the point estimate
+    lies in the range that verdict claims and the interval does not exclude that range. This is
+    what ``gentest check`` asks of an ``inconclusive`` measure on its tiny suite (a handful of
+    pairs cannot bring a 95 % interval under 0.1: that takes about 36 effective pairs)."""
+    if expected not in CLAIMED_SIGN_ERROR or sign_error is None:
+        return False
+    lo, hi = CLAIMED_SIGN_ERROR[expected]
+    if expected == SEPARATES:
+        inside = sign_error <= hi
+    elif expected == INVERTS:
+        inside = sign_error >= lo
+    else:
+        inside = lo < sign_error < hi
+    if expected == CHANCE and ci is not None:
+        inside = inside and ci[1] >= THRESHOLDS["chance_sign_error"]
+    overlaps = ci is None or (ci[0] <= hi and ci[1] >= lo)
+    return bool(inside and overlaps)
+
+
+def claims_contradict(a: str, b: str) -> bool:
+    """Two verdicts contradict each other when the sign-error ranges they claim do not overlap
+    (``separates`` against ``unreliable``, say); ``unreliable`` and ``chance`` overlap on (0.1, 0.5):
+    one excludes 0.5 and the other does not, which is a refinement, not a contradiction."""
+    if a not in CLAIMED_SIGN_ERROR or b not in CLAIMED_SIGN_ERROR:
+        return False
+    (lo_a, hi_a), (lo_b, hi_b) = CLAIMED_SIGN_ERROR[a], CLAIMED_SIGN_ERROR[b]
+    # The ranges are closed at 0.1 for separates and at 0.9 for inverts, open elsewhere.
+    return hi_a <= lo_b or hi_b <= lo_a
 
 
 # -- all measures and the controls -----------------------------------------------------------------
