@@ -852,14 +852,14 @@ def leaderboard_table(board: Leaderboard) -> Table:
         caption = Text(_controls_line(board), style="bold red" if board.evaluated else "yellow")
     table = Table(title=Text(f"gentest leaderboard: {board.suite}", style="bold"), caption=caption, caption_justify="left")
     for name, justify in (("#", "right"), ("measure", "left"), ("family", "left"), ("verdict", "left"),
-                          ("sign-error", "right"), ("worst env", "left"), ("AUROC", "right"), ("τ-b", "right"),
-                          ("errors", "right")):
+                          ("sign-error", "right"), ("worst env", "left"), ("CMI K", "right"), ("AUROC", "right"),
+                          ("τ-b", "right"), ("errors", "right")):
         table.add_column(name, justify=justify, no_wrap=name in ("#", "measure", "verdict", "sign-error"))
     for i, m in enumerate(board.measures, 1):
         style = VERDICT_STYLES.get(m.verdict, "")
         table.add_row(
             Text(str(i)), Text(m.name), Text(m.family), Text(m.verdict, style=style),
-            Text(fmt_ci(m.sign_error, m.sign_error_ci)), Text(fmt_worst(m)), Text(fmt(m.auroc)),
+            Text(fmt_ci(m.sign_error, m.sign_error_ci)), Text(fmt_worst(m)), Text(fmt(m.cmi, 3)), Text(fmt(m.auroc)),
             Text(fmt(m.kendall_tau)), Text(str(m.errors), style="red" if m.errors else ""),
         )
     return table

@@ -58,13 +58,18 @@ def check(capsys, setup, measure, *extra):
 
 
 def test_gap_passes_and_param_count_fails_saying_it_ties(capsys, setup):
+    # Two pairs are too few for any verdict: the check asks that the sample agree with the expectation.
     code, out = check(capsys, setup, "control.gap", "--expect", "separates")
-    assert code == 0 and "PASS control.gap" in out and "verdict separates" in out
+    assert code == 0 and "PASS control.gap" in out and "verdict inconclusive" in out
+    assert "agreed with: too few pairs here for a verdict" in " ".join(out.split())
     code, out = check(capsys, setup, "control.param_count", "--expect", "separates")
     assert code == 1
-    assert "FAIL expected 'separates' but the verdict is 'fails': control.param_count ties every pair (2 of 2)" in out
-    code, out = check(capsys, setup, "control.param_count", "--expect", "fails")
+    assert ("FAIL expected 'separates' but the verdict is 'inconclusive': control.param_count ties every pair (2 of 2)"
+            in out)
+    code, out = check(capsys, setup, "control.param_count", "--expect", "chance")
     assert code == 0
+    code, out = check(capsys, setup, "control.gap", "--expect", "inverts")
+    assert code == 1
 
 
 @pytest.mark.parametrize("measure,rule", [
@@ -104,9 +109,10 @@ def test_pytest_plugin_scores_a_measure_in_a_users_test_suite(setup, tmp_path):
         "def random(ctx):\n"
         "    return torch.rand(1).item()\n\n"
         "def test_separates(gentest_score):\n"
-        "    assert gentest_score(distance).verdict == 'separates'\n\n"
+        "    assert gentest_score(distance).agrees_with('separates')\n\n"
         "def test_by_name_and_controls(gentest_score):\n"
-        "    assert gentest_score('control.param_count').verdict == 'fails'\n\n"
+        "    result = gentest_score('control.param_count')\n"
+        "    assert result.agrees_with('chance') and not result.agrees_with('separates')\n\n"
         "def test_broken_contract_is_an_error(gentest_score):\n"
         "    result = gentest_score(random)\n"
         "    assert result.verdict == 'error' and 'not deterministic' in result.failures[0]\n"

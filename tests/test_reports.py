@@ -15,7 +15,8 @@ from rich.console import Console
 from gentest import plots
 from gentest.leaderboard import MEASURE_KEYS, RUN_KEYS, Leaderboard, MeasureScore, MeasureValue
 from gentest.reports import (
-    FIGURES_DIR, REPORT_FILES, fmt, fmt_ci, fmt_pct, json_safe, leaderboard_table, run_columns, write_report,
+    FIGURES_DIR, LEADERBOARD_HEADER, REPORT_FILES, fmt, fmt_ci, fmt_pct, json_safe, leaderboard_table, run_columns,
+    write_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -92,9 +93,10 @@ def test_writes_all_five_files_and_no_temporaries(report):
     assert [p.name for p in paths[: len(REPORT_FILES)]] == list(REPORT_FILES)
     assert all(p.is_file() and p.stat().st_size > 0 and p.parent == out for p in paths[: len(REPORT_FILES)])
     figures = paths[len(REPORT_FILES):]
-    # heatmap, Fig. 1a, 1b, 1c, and one small multiple per measure with values
-    assert [p.name for p in figures] == ["heatmap-sign-error.png", "fig1a-train-loss.png", "fig1b-time-to-fit.png",
-                                         "fig1c-test-error.png", "measure-sharpness.png", "measure-path_norm.png"]
+    # heatmap, per-environment distribution, Fig. 1a, 1b, 1c, and one small multiple per measure with values
+    assert [p.name for p in figures] == ["heatmap-sign-error.png", "env-sign-errors.png", "fig1a-train-loss.png",
+                                         "fig1b-time-to-fit.png", "fig1c-test-error.png", "measure-sharpness.png",
+                                         "measure-path_norm.png"]
     assert all(p.parent == out / FIGURES_DIR and p.read_bytes().startswith(PNG_MAGIC) for p in figures)
     assert sorted(p.name for p in out.iterdir()) == sorted([*REPORT_FILES, FIGURES_DIR])
     assert sorted(p.name for p in (out / FIGURES_DIR).iterdir()) == sorted(p.name for p in figures)
@@ -136,9 +138,9 @@ def test_html_is_self_contained_and_escaped(report):
     page = (out / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page
     images = _images(page)
-    # heatmap, Fig. 1a/1b/1c, one per measure with values (broken_measure has none); the same
-    # bytes as the PNG files
-    assert len(images) == 6
+    # heatmap, per-environment distribution, Fig. 1a/1b/1c, one per measure with values
+    # (broken_measure has none); the same bytes as the PNG files
+    assert len(images) == 7
     assert sorted(images) == sorted(p.read_bytes() for p in (out / FIGURES_DIR).iterdir())
     assert all(img.startswith(PNG_MAGIC) for img in images)
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, re.I)
@@ -170,7 +172,7 @@ def test_markdown_has_controls_measures_verdicts_and_sections(report):
     assert "<script>" not in md
     # leaderboard rows are well formed: every row of the table has the header's cell count
     table = [line for line in md.splitlines() if line.startswith("| ") and "sharpness" in line]
-    assert table and table[0].count(" | ") == 14
+    assert table and table[0].count(" | ") == len(LEADERBOARD_HEADER) - 1
 
 
 def test_markdown_and_html_say_when_controls_failed(tmp_path):
@@ -203,7 +205,7 @@ def test_measures_csv(report):
     with open(out / "measures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(board.values)
-    assert list(rows[0].keys()) == ["run_key", "measure", "version", "value", "error", "seconds", "uncertainty",
+    assert list(rows[0].keys()) == ["run_key", "measure", "version", "value", "error", "seconds", "not_applicable", "uncertainty",
                                     "dataset", "model", "randomization", "p", "seed", "environment", "dataset_args",
                                     "model_args"]
     runs = {r["key"]: r for r in board.runs}
@@ -251,8 +253,8 @@ def test_corruption_sweep_none_without_sweep():
 def test_report_without_sweep_has_one_plot_fewer(tmp_path):
     write_report(make_board(sweep=False), tmp_path)
     images = _images((tmp_path / "leaderboard.html").read_text())
-    # heatmap, Fig. 1a and the two measures; no Fig. 1b/1c without a sweep
-    assert len(images) == 4 and all(img.startswith(PNG_MAGIC) for img in images)
+    # heatmap, per-environment distribution, Fig. 1a and the two measures; no Fig. 1b/1c without a sweep
+    assert len(images) == 5 and all(img.startswith(PNG_MAGIC) for img in images)
 
 
 def test_kind_order_natural_first():

@@ -111,8 +111,8 @@ def test_fig1b_leaves_out_runs_without_a_fit():
 def test_report_has_heatmap_figure1_table1_and_provenance(tmp_path):
     paths = write_report(two_env_board(), tmp_path, command=["gentest", "evaluate", "my suite.toml"])
     names = sorted(p.name for p in (tmp_path / FIGURES_DIR).iterdir())
-    assert names == ["fig1a-train-loss.png", "fig1b-time-to-fit.png", "fig1c-test-error.png", "heatmap-sign-error.png",
-                     "measure-norm.png"]
+    assert names == ["env-sign-errors.png", "fig1a-train-loss.png", "fig1b-time-to-fit.png", "fig1c-test-error.png",
+                     "heatmap-sign-error.png", "measure-norm.png"]
     assert len(paths) == 5 + len(names)
     page = (tmp_path / "leaderboard.html").read_text()
     for heading in ("Where each measure breaks", "Training (Zhang et al. Figure 1)", "Table 1", "How this report was made"):

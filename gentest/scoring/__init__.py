@@ -23,7 +23,7 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   NeurIPS 2020, section 3; anchors.md section 4). For a pair,
   ``ℓ = (1 − sign(μ_nat − μ_rand) · sign(g_nat − g_rand)) / 2 ∈ {0, ½, 1}``: 0 if the measure
   orders the twins like the gap, 1 if it inverts them, ½ if it ties them. ``sign_error`` is
-  the mean of ``ℓ`` over scored pairs. A pair whose twins have *equal gaps* is left out for
+  the weighted mean of ``ℓ`` over scored pairs (weights below). A pair whose twins have *equal gaps* is left out for
   every measure (and counted, ``n_gap_ties``): there is no order to get right, and Dziugaite
   et al.'s pair weight ``(ψ_H(|Δg|) − ½)₊`` is 0 at ``Δg = 0``. It happens by chance when the
   twins generalize alike, since accuracies are discrete (an MLP's shuffled-pixel twin learns
@@ -41,13 +41,27 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   then scored by that rounding noise. Such a measure should compute its invariant quantity in
   an order-independent way.
 
+* **Pair weights** (Dziugaite et al. 2020, section 4; :mod:`gentest.scoring.weights`). Each pair
+  with different gaps gets the weight ``w = (ψ − ½)₊``, ψ the Hoeffding confidence that the two
+  gaps, measured on ``n_test`` test points each, are ordered as observed. A pair of weight 0
+  (gaps closer than the test sets resolve: ``|Δg| < 0.062`` at 1,000 points) is left out of
+  every weighted number and counted in ``n_unresolved``. ``sign_error`` is the weighted mean of
+  ``ℓ``; ``sign_error_unweighted`` the plain mean over every pair with different gaps (schema 1's
+  sign-error). Runs without a known test-set size (``ScoredRun.n_test`` None) fall back to the
+  indicator weight 1. :func:`pair_weights` lists every pair with its weight.
+
 * **Environments.** Following Dziugaite et al.'s worst case over environments, a pair's
   environment is ``run.environment`` (architecture × training setting, taken from the natural
   twin) plus ``"/"`` plus the randomized twin's kind, with ``"(p=…)"`` for label corruption,
   e.g. ``"mnist1d/mlp hidden=[512] weight_decay=0.0/labels(p=0.5)"`` (names from
-  ``gentest.pipeline.environment_names``). ``env_sign_errors`` maps each environment to its
-  mean ``ℓ``; ``worst_env_sign_error`` is the largest and ``worst_env`` its name (the first in
-  sorted order if several share the maximum).
+  ``gentest.pipeline.environment_names``). ``env_sign_errors`` maps each environment with a
+  positive weight to its weighted mean ``ℓ`` and ``env_ess`` to its effective sample size
+  ``(Σw)²/Σw²``. Only environments with ``env_ess >= THRESHOLDS["min_env_ess"]`` (12, as
+  Dziugaite et al.) enter the robust score: ``worst_env_sign_error`` is the largest over them
+  and ``worst_env`` its name (None when none qualifies); the others are listed in
+  ``envs_left_out``, and ``worst_env_any`` is the worst counting them too. ``env_quantiles``
+  gives the mean, 90th percentile and maximum over the kept environments (Dziugaite et al.'s
+  CDF summaries).
 
 * **AUROC.** The oriented measure as a classifier with randomized runs as positives and natural
   runs as negatives: ``P(μ_rand > μ_nat) + ½ P(μ_rand == μ_nat)`` over every natural ×
@@ -65,17 +79,24 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   that have a value. ``None`` without a sweep, and also where τ-b is undefined (fewer than two
   runs, or the measure or the gap constant over them).
 
-* **Bootstrap 95 % intervals over seeds.** The distinct seeds of runs with a value are
-  resampled with replacement ``n_boot`` times (a ``numpy.random.Generator`` seeded by
-  ``seed``; no global random state). Each resample takes every pair / run whose seed was
-  drawn, as many times as it was drawn, and recomputes the mean sign-error and the AUROC. The
-  interval is the (2.5, 97.5) percentile of the resampled statistics. With one seed it is
-  degenerate (``lo == hi``). With two or three seeds it is, in effect, the range of the
-  per-seed sign-errors (when every seed has the same pairs): the resample that draws one seed
-  every time has probability 1/4 or 1/27, above 2.5 %, so the percentiles land on the lowest
-  and the highest seed. A definite verdict from two or three seeds therefore says that every
-  seed on its own gives it. ``score_all`` uses the same ``seed`` for every measure, so all
-  measures see the same resamples.
+* **95 % interval of the sign-error** (:mod:`gentest.scoring.intervals`): Clopper–Pearson on the
+  effective number of pairs, Kish's ``(Σw)²/Σw²`` divided by the design effect of pairs that
+  share a natural twin (clusters), ``n_effective``; the design effect is ``design_effect``. It
+  replaces schema 1's percentile bootstrap over seeds, which with two or three seeds is the
+  range of the per-seed sign-errors and covers the truth about three times in four. Its
+  coverage on boards of the shapes of ``quick`` and ``standard`` is simulated in the tests.
+
+* **AUROC interval.** The distinct seeds of runs with a value are resampled with replacement
+  ``n_boot`` times (a ``numpy.random.Generator`` seeded by ``seed``; no global random state) and
+  the AUROC is recomputed; ``auroc_ci`` is the (2.5, 97.5) percentile. With two or three seeds
+  this is the range of the per-seed AUROCs: a description of the spread, not a verdict.
+
+* **Conditional mutual information** (Jiang et al. 2020, section 5; :mod:`gentest.scoring.cmi`):
+  over every ordered pair of runs with a value, the normalized CMI between the order of the
+  measure and the order of the gap given the two runs' values of a set ``S`` of the suite's axes
+  (:func:`suite_axes`; the seed never conditions). ``cmi`` is Jiang's K, the minimum over
+  ``|S| <= 2``, attained at ``cmi_set``; ``cmi_by_set`` holds every set's value and ``cmi_pgdl``
+  the NeurIPS 2020 competition's variant.
 
 * **Undecided pairs** (stochastic measures). A measure whose value is an estimate (a
   PAC-Bayes or sharpness search, a Hutchinson trace, a power iteration) records its standard
@@ -114,35 +135,34 @@ Definitions (``μ`` = the measure, ``g`` = the gap ``train_acc − test_acc``):
   one natural run and one twin.
 
 * **Verdict** (thresholds in :data:`THRESHOLDS`). The verdict is honest about its sample: it
-  rests on the bootstrap interval over seeds, not on the point estimate, so a verdict that
-  another machine (other floating-point rounding, so other trained networks) could flip is
-  reported as ``inconclusive`` rather than as a finding.
+  rests on the 95 % interval, not on the point estimate, so a verdict that another machine
+  (other floating-point rounding, so other trained networks) could flip is reported as
+  ``inconclusive`` rather than as a finding.
 
   - ``"error"``: the measure errored (value ``None``, or NaN) on at least one run, or no pair
     could be scored. Sign-error and the rest are still reported over the pairs that could be
     scored.
-  - ``"separates"``: the whole 95 % interval is ``<= 0.1`` (``separates_max_sign_error``).
+  - ``"separates"``: the whole interval is ``<= 0.1`` (``separates_max_sign_error``).
   - ``"inverts"``: the whole interval is ``>= 0.9`` (``inverts_min_sign_error``): it orders
     the twins, but the wrong way round; a declared orientation may be wrong.
-  - ``"fails"``: the whole interval lies strictly between the two: it ties the twins or orders
-    them no better than chance, and more seeds would not change that.
-  - ``"inconclusive"``: the interval reaches a threshold from in between (e.g. [0.0, 0.2]), so
-    the seeds at hand cannot tell; the reason gives the interval and says "add seeds".
-    Also when the scored pairs come from fewer than ``min_seeds`` (2) seeds: one seed gives no
-    interval over seeds at all (the bootstrap of one seed is the point estimate), and a
-    verdict from one trained network per setting is exactly what flips on another machine.
-    Likewise without a bootstrap (``n_boot=0``).
+  - ``"unreliable"``: the whole interval lies in (0.1, 0.5) (``chance_sign_error``): the
+    measure orders most pairs like the gap, but not reliably.
+  - ``"chance"``: the interval lies in (0.1, 0.9) and reaches 0.5 or lies above it: no better
+    than chance, or ties (schema 1 called both this and ``unreliable`` ``"fails"``).
+  - ``"inconclusive"``: the interval reaches 0.1 or 0.9 from in between (e.g. [0.0, 0.2]), so
+    the pairs at hand cannot tell; the reason gives the interval and says "add pairs". Also
+    when the scored pairs come from fewer than ``min_seeds`` (2) seeds: one trained network per
+    setting is exactly what flips on another machine.
 
+  A clean record needs about 36 effective pairs before its interval falls under 0.1: small
+  suites give ``inconclusive``, and :func:`consistent_with` says whether such a sample agrees
+  with an expected verdict (what ``gentest check`` asks). Two verdicts contradict each other
+  when the ranges of the sign-error they claim are disjoint (:func:`claims_contradict`).
   ``reason`` says why in a short phrase ("orders 9 of 9 pairs like the gap").
 
-  Which measures change verdict under this rule compared with the point-estimate rule: only
-  those whose interval straddles a threshold, and they become ``inconclusive``; a measure
-  right (or wrong) on every pair of at least two seeds keeps ``separates`` (``inverts``), and
-  one that ties every pair keeps ``fails``.
-
 * **Robust order.** ``score_all`` sorts by verdict, then by the robust score of Dziugaite et
-  al.: the worst-environment sign-error, then the mean sign-error, then the name. The report's
-  heatmap uses the same order.
+  al.: the worst-environment sign-error over the kept environments (none last), then the
+  weighted mean sign-error, then the name. The report's heatmap uses the same order.
 
 * **Controls** (DESIGN.md). ``control.gap`` (the gap itself, an oracle) must have sign-error 0
   on every pair; ``control.param_count`` (a property of the architecture alone) must tie every

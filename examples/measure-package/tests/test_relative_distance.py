@@ -21,5 +21,6 @@ def test_matches_a_direct_computation():
 
 
 def test_separates_natural_from_randomized_twins(gentest_score):
+    # The ci suite's two pairs are too few for a verdict; the sample must agree with "separates".
     result = gentest_score(relative_distance_from_init)
-    assert result.verdict == "separates", result
+    assert result.agrees_with("separates"), result
