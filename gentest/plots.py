@@ -19,6 +19,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gentest.scoring import robust_key  # the board's order: one definition, in scoring
+
 __all__ = [
     "learning_curves", "corruption_sweep", "measure_values", "has_sweep", "kind_label", "kind_order", "SWEEP_KINDS",
     "environment_of", "environment_ids", "sign_error_heatmap", "env_sign_error_distribution", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
@@ -333,11 +335,6 @@ def _env_sort_key(env: str) -> tuple:
     return (setting, 2, 0.0, kind)
 
 
-def _robust_key(score: Any) -> tuple:
-    worst, mean = getattr(score, "worst_env_sign_error", None), getattr(score, "sign_error", None)
-    return (worst if _finite(worst) else math.inf, mean if _finite(mean) else math.inf, score.name)
-
-
 def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None = None) -> bytes | None:
     """Sign-error of every measure (rows) in every environment (columns), or None without any.
 
@@ -350,7 +347,7 @@ def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None 
     al.'s pair weights); an environment whose effective sample size is under the board's
     threshold is marked ``*`` and its label greyed: shown, but left out of the worst case.
     """
-    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=_robust_key)
+    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=robust_key)
     if not rows:
         return None
     import numpy as np
@@ -421,7 +418,7 @@ def env_sign_error_distribution(scores: Sequence[Any]) -> bytes | None:
     (2020) summarize it in their CDF figures: one row per measure (the heatmap's order), a dot per
     environment (filled: kept in the worst case; hollow: effective sample under the threshold),
     and the mean, 90th percentile and maximum over the kept environments as ticks."""
-    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=_robust_key)
+    rows = sorted((s for s in scores if getattr(s, "env_sign_errors", None)), key=robust_key)
     if not rows:
         return None
     height = 0.8 + 0.17 * len(rows)
