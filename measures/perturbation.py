@@ -41,7 +41,6 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from gentest.context import MeasureContext
 from gentest.errors import NotApplicable
 
 SUBSAMPLE = 1000  # training examples on which perturbed accuracies / losses are measured
@@ -149,7 +148,7 @@ def search_generator(ctx, search: str) -> torch.Generator:
     """The generator of a search shared between measures: seeded like ``ctx.generator`` (from
     the run's pair and a name) but with the search's name, so the result does not depend on
     which measure runs it."""
-    return MeasureContext(ctx._cache, search).generator
+    return ctx.stream(search)
 
 
 def train_subsample(ctx, generator: torch.Generator, n: int = SUBSAMPLE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,4 +284,4 @@ def ascend(
 
 def cached_search(ctx, key: str, compute: Callable[[], SearchResult]) -> SearchResult:
     """``compute()`` once per run: cached on the run's RunCache under ``key``."""
-    return SearchResult.of(ctx._cache.cached(key, lambda: compute().tensor()))
+    return SearchResult.of(ctx.shared(key, lambda: compute().tensor()))
