@@ -154,3 +154,24 @@ def keskar_epsilon(ctx) -> float:
     radius = [KESKAR_EPS * (p.abs() + 1) for p in pert.params]
     loss0, _, best, _ = ascend(pert, x, y, radius, KESKAR_STEPS)
     return 100.0 * (best - loss0) / (1.0 + loss0)
+
+
+# --- hessian.top_eigenvalue and hessian.numerical_rank: the shared 50-step Lanczos run ----------
+# (unchanged by issue 17; here so that the test can check the shared computation kept them)
+
+LANCZOS_STEPS, RANK_RTOL = 50, 1e-2
+
+
+def lanczos_values(ctx) -> tuple[float, float]:
+    """(λ_max, numerical rank) from the Lanczos run alone, as before issue 17."""
+    from gentest.curvature import LossHessian, gauss_quadrature, lanczos, rademacher
+
+    x, y = subsample(ctx.x_train, ctx.y_train, HESSIAN_SAMPLES, ctx.stream("hessian"))
+    model = copy.deepcopy(ctx.model).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    H = LossHessian(model, nn.CrossEntropyLoss(), x, y)
+    t = lanczos(H.matvec, rademacher(H.dim, ctx.stream("hessian/lanczos"), H.dtype, H.device), LANCZOS_STEPS)
+    nodes, weights = gauss_quadrature(t)
+    top = nodes[-1].item()
+    return top, H.dim * weights[nodes > RANK_RTOL * top].sum().item()
