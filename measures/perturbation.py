@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -92,51 +92,48 @@ class Perturbable:
             [functional_call(self.module, state, (x[i : i + EVAL_BATCH],)) for i in range(0, len(x), EVAL_BATCH)]
         )
 
-    def accuracies(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Accuracies (float64, one per draw) at K parameter settings given as tensors of shape
-        (K, *shape) per parameter: one ``vmap``-ed forward pass per chunk of examples."""
+    def correct_counts(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """For K parameter settings given as tensors of shape (K, *shape) per parameter: one
+        ``vmap``-ed forward pass per chunk of examples, yielding (examples seen so far, float64
+        count of correct predictions per draw in this chunk)."""
         draws = batched[0].shape[0]
         chunk = max(1, DRAW_BATCH // draws)
 
         def one(xs: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
             return functional_call(self.module, {**self.buffers, **dict(zip(self.names, values))}, (xs,))
 
-        correct = torch.zeros(draws, dtype=torch.float64)
         with torch.no_grad():
             for i in range(0, len(x), chunk):
                 logits = vmap(one, in_dims=(None,) + (0,) * len(batched))(x[i : i + chunk], *batched)
-                correct += (logits.argmax(dim=-1) == y[i : i + chunk]).sum(dim=1).double().cpu()
+                yield min(i + chunk, len(x)), (logits.argmax(dim=-1) == y[i : i + chunk]).sum(dim=1).double().cpu()
+
+    def accuracies(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracies (float64, one per draw) at K parameter settings (see :meth:`correct_counts`)."""
+        correct = torch.zeros(batched[0].shape[0], dtype=torch.float64)
+        for _, counts in self.correct_counts(batched, x, y):
+            correct += counts
         return correct / len(x)
 
     def mean_accuracy_change(
         self, batched: Values, x: torch.Tensor, y: torch.Tensor, acc0: float, stop_above: float | None = None
     ) -> float:
-        """|mean over the K draws of their accuracies − acc0|, for draws given as in :meth:`accuracies`
-        (the same chunks, so exactly the value ``abs(accuracies(...).mean() − acc0)``).
+        """|mean over the K draws of their accuracies − acc0|, exactly ``abs(accuracies(...).mean()
+        − acc0)``.
 
         ``stop_above``: stop after a chunk once the change is sure to exceed it whatever the
         examples not yet seen do (each counted right, or wrong), and return that lower bound:
         far above the crossing, where noise ruins most predictions, a fraction of the pass
         decides it."""
-        draws = batched[0].shape[0]
-        chunk = max(1, DRAW_BATCH // draws)
-
-        def one(xs: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.module, {**self.buffers, **dict(zip(self.names, values))}, (xs,))
-
-        n = len(x)
+        draws, n = batched[0].shape[0], len(x)
         correct = torch.zeros(draws, dtype=torch.float64)
-        with torch.no_grad():
-            for i in range(0, n, chunk):
-                logits = vmap(one, in_dims=(None,) + (0,) * len(batched))(x[i : i + chunk], *batched)
-                correct += (logits.argmax(dim=-1) == y[i : i + chunk]).sum(dim=1).double().cpu()
-                unseen = n - min(i + chunk, n)
-                if stop_above is not None and unseen:
-                    low = correct.sum().item() / (draws * n)  # mean accuracy if every unseen one is wrong
-                    high = low + unseen / n  # ... and if every one is right
-                    nearest = 0.0 if low <= acc0 <= high else min(abs(low - acc0), abs(high - acc0))
-                    if nearest > stop_above + 1e-9:  # the margin absorbs rounding in low/high
-                        return nearest
+        for seen, counts in self.correct_counts(batched, x, y):
+            correct += counts
+            if stop_above is not None and seen < n:
+                low = correct.sum().item() / (draws * n)  # mean accuracy if every unseen one is wrong
+                high = low + (n - seen) / n  # ... and if every one is right
+                nearest = 0.0 if low <= acc0 <= high else min(abs(low - acc0), abs(high - acc0))
+                if nearest > stop_above + 1e-9:  # the margin absorbs rounding in low/high
+                    return nearest
         return abs((correct / n).mean().item() - acc0)
 
     def accuracy(self, values: Values, x: torch.Tensor, y: torch.Tensor) -> float:
