@@ -156,7 +156,7 @@ def worst_case_flatness(ctx) -> float:
     Jiang et al. 2020, sharpness-flatness 1/α′² (eq. (52), the worst-case analogue of
     pacbayes-flatness (53)). α′ from the shared search of ``alpha_search``: plain box
     |ζ_i| ≤ α on all parameters, 5 projected sign-gradient ASCENT steps per α (PGDL's
-    ``sharpness_v2`` descends — we do not), log-scale bisection on [1e-6, 2] (12 midpoints,
+    ``sharpness_v2`` descends — we do not), log-scale bisection on [1e-6, 2] (at most 12 midpoints,
     target 0.1, stopped at a 2 % bracket), 1,000 training examples as trained. Cost: at most
     12 × (4 forward+backward + 1 forward) + 1 forward+backward passes on 1,000 examples (an
     α above the crossing usually stops after one forward pass), once per run, shared with
@@ -218,8 +218,9 @@ def mag_flatness(ctx) -> float:
     After Jiang et al. 2020, sharpness-mag-flatness (eq. (60), "1/α′ sharpness-mag"): α′ the
     largest α such that the worst perturbation in the magnitude-aware box found by 5 projected
     sign-gradient ascent steps moves training accuracy by at most 0.1 (log-scale bisection on
-    [1e-6, 2], 12 midpoints, target 0.1, 1,000 training examples as trained; all
-    parameters, BatchNorm folded). Cost as ``sharpness.worst_case_flatness`` (its own search).
+    [1e-6, 2], at most 12 midpoints stopped at a 2 % bracket, target 0.1, 1,000 training
+    examples as trained; all parameters, BatchNorm folded; ``uncertainty`` the bracket's width
+    in 1/α′²). Cost as ``sharpness.worst_case_flatness`` (its own search).
 
     Deviation: the box is α(|w_i| + ε), not α|w_i| + ε. With the additive ε = 1e-3 the box at
     α = 0 is already the plain box of radius 1e-3, whose worst perturbation moves training
