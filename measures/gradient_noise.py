@@ -52,6 +52,7 @@ extension, which BackPACK looks up by exact class (found with the context's
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 
 import torch
@@ -143,10 +144,11 @@ def compute_stats(ctx) -> torch.Tensor:
     from backpack.extensions import BatchL2Grad
     from backpack.extensions.firstorder.batch_l2_grad.batchnorm_nd import BatchL2BatchNorm
 
-    # ctx.model is this measure's own copy (BackPACK's extend may change it); the examples come
-    # from the stream named "gradient_noise", the same for all three measures.
+    # A copy of the measure's model: BackPACK's extend and the backward pass leave hooks,
+    # gradients and batch_l2 fields on it. The examples come from the stream named
+    # "gradient_noise", the same for all three measures.
     generator = ctx.stream("gradient_noise")
-    model = ctx.model.eval()
+    model = copy.deepcopy(ctx.model).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters, so there are no gradients")
