@@ -34,7 +34,9 @@ Conventions that measures rely on:
   :class:`NotApplicable` on other runs. A kernel run has no ``nn.Module``: calling or walking
   ``ctx.model`` raises NotApplicable, so measures that need a network say n/a there.
 - ``generator`` is seeded from the run's *pair*, not the run (:func:`random_stream_seed`): the
-  twins of a pair draw the same random numbers (common random numbers).
+  twins of a pair draw the same random numbers (common random numbers). ``stream(name)`` gives
+  the generator of any other named stream, seeded the same way (for draws shared between
+  measures), and ``shared(key, compute)`` the per-run cache that such shared computations use.
 """
 
 from __future__ import annotations
@@ -456,9 +458,27 @@ class MeasureContext:
         self.loss_fn = nn.CrossEntropyLoss()
         self.model = copy.deepcopy(cache.model).eval()
         self.init_model = copy.deepcopy(cache.init_model).eval()
-        self.generator = torch.Generator().manual_seed(random_stream_seed(cache, measure_name))
+        self.generator = self.stream(measure_name)
         self.recorded: dict[str, object] = {}
         self._folded_layers: list[Layer] | None = None
+
+    def stream(self, name: str) -> torch.Generator:
+        """A fresh generator seeded from the run's pair and ``name`` (:func:`random_stream_seed`).
+
+        ``ctx.generator`` is the stream named after the measure; a computation shared by several
+        measures (a data subsample, a search cached with :meth:`shared`) takes a stream named
+        after itself, so its draws do not depend on which measure asked first. Each call
+        returns a new generator at the start of the stream: the same name gives the same numbers.
+        Costs nothing beyond the generator (no model is copied)."""
+        return torch.Generator().manual_seed(random_stream_seed(self._cache, name))
+
+    def shared(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` once per run, cached under ``key`` and shared by every measure of the run.
+
+        The value must be a tensor that depends only on the run (its models and data) and on
+        streams from :meth:`stream`, never on the asking measure; do not modify it in place
+        (the evaluation checks). Use a key naming the computation (``"hessian/lanczos"``)."""
+        return self._cache.cached(key, compute)
 
     def record(self, **facts: object) -> None:
         """Keep facts about this computation beside the value (e.g. ``hvps=120``)."""

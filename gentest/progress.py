@@ -61,7 +61,8 @@ class TrainingProgress(RunnerProgress):
 
     def epoch_done(self, epoch: int, row: dict[str, Any]) -> None:
         if self.live and self.run_task is not None:
-            label = f"{self.run_label} [train acc {row['train_acc']:.3f}]"
+            acc = row.get("train_acc")  # absent from a stability retrain's rows (no curve kept)
+            label = self.run_label if acc is None else f"{self.run_label} [train acc {acc:.3f}]"
             self.bars.update(self.run_task, completed=epoch, description=label)
 
     def run_finished(self, run: Run) -> None:

@@ -9,6 +9,11 @@ default; ``None`` switches this rule off) or the train cross-entropy falls below
 The whole dataset lives on the device as tensors; batches are index slices of a seeded
 permutation, and augmentation is batched tensor work: no per-sample Python in the loop. Train
 accuracy and loss are measured on the full training set in eval mode after every epoch.
+
+A stability retrain (``spec.replace_k > 0``, :mod:`gentest.stability`) is the same training
+but keeps no learning curve: after each epoch it computes only what the stopping rule needs
+(:func:`stopping_rule_met`) and evaluates the test set once, at the end. It takes exactly the
+same batches and steps and stops after the same epoch as the full-curve training would.
 """
 
 from __future__ import annotations
@@ -57,6 +62,40 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return correct / len(x), loss / len(x)
 
 
+FIT_CHUNK = 256  # examples per forward pass of the accuracy-only stopping check (it exits early)
+
+
+@torch.no_grad()
+def stopping_rule_met(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, stop_acc: float | None, stop_loss: float | None
+) -> bool:
+    """Whether the stopping rule of :func:`train` holds, computing only what it needs.
+
+    With a loss rule the full evaluation is needed (:func:`evaluate`, the same passes as the
+    curve's). With the accuracy rule alone, accuracy ``correct/n >= stop_acc`` is decided chunk
+    by chunk and the pass stops as soon as too many examples are misclassified for the rule to
+    hold: while a network still errs on early chunks (most epochs) that costs a fraction of a
+    pass. The decision is the one :func:`evaluate`'s accuracy gives, up to logits that differ
+    by float rounding between chunk sizes (an argmax tie at that level flips; none is expected).
+    """
+    if stop_loss is not None:
+        acc, loss = evaluate(model, x, y)
+        return loss < stop_loss or (stop_acc is not None and acc >= stop_acc)
+    if stop_acc is None:
+        return False
+    was_training = model.training
+    model.eval()
+    n, wrong = len(x), 0
+    try:
+        for i in range(0, n, FIT_CHUNK):
+            wrong += (model(x[i : i + FIT_CHUNK]).argmax(1) != y[i : i + FIT_CHUNK]).sum().item()
+            if not (n - wrong) / n >= stop_acc:  # even if every other example is right
+                return False
+        return True
+    finally:
+        model.train(was_training)
+
+
 def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop after ``pad``-pixel zero padding, and a random horizontal flip, per image."""
     b, c, h, w = x.shape
@@ -87,9 +126,17 @@ def augment_sequence_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) 
 
 
 def train(
-    spec: RunSpec, data: DataSplit, device: torch.device, on_epoch: EpochCallback | None = None
+    spec: RunSpec,
+    data: DataSplit,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+    keep_curve: bool | None = None,
 ) -> TrainResult:
-    """Train ``spec``'s model on ``data`` (already randomized) and return it with its curve."""
+    """Train ``spec``'s model on ``data`` (already randomized) and return it with its curve.
+
+    ``keep_curve`` (default: for every run but a stability retrain) evaluates the training and
+    the test set after every epoch; without it only the stopping rule is checked (module
+    docstring) and the curve's rows carry epoch, steps, lr and ``fitted``, the last one in full."""
     if spec.learner != "sgd":  # a closed-form learner (kernel, min-norm linear, Theorem 1)
         from gentest.learners import fit
 
@@ -129,9 +176,20 @@ def train(
         }
 
     def fitted(row: dict[str, Any]) -> bool:
+        if "fitted" in row:  # a row without a curve: the stopping rule's answer
+            return row["fitted"]
         loss_rule = settings.stop_train_loss is not None and row["train_loss"] < settings.stop_train_loss
         acc_rule = settings.stop_train_acc is not None and row["train_acc"] >= settings.stop_train_acc
         return acc_rule or loss_rule
+
+    if keep_curve is None:
+        keep_curve = spec.replace_k == 0  # a stability retrain needs only its final model
+
+    def epoch_row(epoch: int, steps: int) -> dict[str, Any]:
+        if keep_curve:
+            return snapshot(epoch, steps)
+        met = stopping_rule_met(model, x_train, y_train, settings.stop_train_acc, settings.stop_train_loss)
+        return {"epoch": epoch, "steps": steps, "lr": optimizer.param_groups[0]["lr"], "fitted": met}
 
     start = time.perf_counter()
     n, steps = len(x_train), 0
@@ -140,7 +198,7 @@ def train(
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.random.manual_seed(spec.seed_for("dropout"))
-        curve = [snapshot(0, 0)]
+        curve = [epoch_row(0, 0)]
         model.train()
         for epoch in range(1, settings.max_epochs + 1):
             if fitted(curve[-1]):
@@ -157,14 +215,16 @@ def train(
                 optimizer.step()
                 steps += 1
             scheduler.step()
-            curve.append(snapshot(epoch, steps))
+            curve.append(epoch_row(epoch, steps))
             if on_epoch is not None:
                 on_epoch(epoch, curve[-1])
     wall_s = time.perf_counter() - start
 
     model.eval()
+    is_fitted = fitted(curve[-1])
+    if not keep_curve:  # the final row in full, for the run's metrics (one pass over each split)
+        curve[-1] = snapshot(curve[-1]["epoch"], steps)
     final = curve[-1]
-    is_fitted = fitted(final)
     metrics = {
         "train_acc": final["train_acc"],
         "train_loss": final["train_loss"],
@@ -186,6 +246,10 @@ def train(
 
 
 def _first_steps_below(curve: list[dict[str, Any]], level: float) -> int | None:
+    """Steps at the first epoch whose train loss is at most ``level``; None when it never was,
+    or when the curve was not kept (a stability retrain's rows carry no loss)."""
+    if any("train_loss" not in row for row in curve):
+        return None
     return next((row["steps"] for row in curve if row["train_loss"] <= level), None)
 
 

@@ -52,12 +52,13 @@ extension, which BackPACK looks up by exact class (found with the context's
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 
 import torch
 from torch import nn
 
-from gentest.context import MeasureContext, standard_batchnorm_subclasses
+from gentest.context import standard_batchnorm_subclasses
 from gentest.errors import NotApplicable
 from gentest.registry import measure
 
@@ -143,20 +144,23 @@ def compute_stats(ctx) -> torch.Tensor:
     from backpack.extensions import BatchL2Grad
     from backpack.extensions.firstorder.batch_l2_grad.batchnorm_nd import BatchL2BatchNorm
 
-    shared = MeasureContext(ctx._cache, "gradient_noise")  # same examples for all three measures
-    model = shared.model.eval()
+    # A copy of the measure's model: BackPACK's extend and the backward pass leave hooks,
+    # gradients and batch_l2 fields on it. The examples come from the stream named
+    # "gradient_noise", the same for all three measures.
+    generator = ctx.stream("gradient_noise")
+    model = copy.deepcopy(ctx.model).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters, so there are no gradients")
     _check_no_sharing(model)
     _check_batch_statistics(model)
     owners = _owners(model)
-    n_total = shared.n_train
+    n_total = ctx.n_train
     n = min(SUBSAMPLE, n_total)
     if n < 2:
         raise ValueError(f"gradient noise needs at least 2 training examples, the run has {n_total}")
-    idx = torch.randperm(n_total, generator=shared.generator)[:n].sort().values.to(shared.x_train.device)
-    x, y = shared.x_train[idx], shared.y_train[idx]
+    idx = torch.randperm(n_total, generator=generator)[:n].sort().values.to(ctx.x_train.device)
+    x, y = ctx.x_train[idx], ctx.y_train[idx]
 
     calls: dict[int, int] = {}
     hooks = [
@@ -219,7 +223,7 @@ def compute_stats(ctx) -> torch.Tensor:
 
 def gradient_stats(ctx) -> torch.Tensor:
     """The cached statistics of :func:`compute_stats` (one BackPACK pass per run)."""
-    stats = ctx._cache.cached(STATS_KEY, lambda: compute_stats(ctx))
+    stats = ctx.shared(STATS_KEY, lambda: compute_stats(ctx))
     ctx.record(examples=int(stats[N].item()), batch=BATCH)
     return stats
 

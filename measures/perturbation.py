@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from gentest.context import MeasureContext
 from gentest.errors import NotApplicable
 
 SUBSAMPLE = 1000  # training examples on which perturbed accuracies / losses are measured
@@ -93,21 +92,49 @@ class Perturbable:
             [functional_call(self.module, state, (x[i : i + EVAL_BATCH],)) for i in range(0, len(x), EVAL_BATCH)]
         )
 
-    def accuracies(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Accuracies (float64, one per draw) at K parameter settings given as tensors of shape
-        (K, *shape) per parameter: one ``vmap``-ed forward pass per chunk of examples."""
+    def correct_counts(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """For K parameter settings given as tensors of shape (K, *shape) per parameter: one
+        ``vmap``-ed forward pass per chunk of examples, yielding (examples seen so far, float64
+        count of correct predictions per draw in this chunk)."""
         draws = batched[0].shape[0]
         chunk = max(1, DRAW_BATCH // draws)
 
         def one(xs: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
             return functional_call(self.module, {**self.buffers, **dict(zip(self.names, values))}, (xs,))
 
-        correct = torch.zeros(draws, dtype=torch.float64)
         with torch.no_grad():
             for i in range(0, len(x), chunk):
                 logits = vmap(one, in_dims=(None,) + (0,) * len(batched))(x[i : i + chunk], *batched)
-                correct += (logits.argmax(dim=-1) == y[i : i + chunk]).sum(dim=1).double().cpu()
+                yield min(i + chunk, len(x)), (logits.argmax(dim=-1) == y[i : i + chunk]).sum(dim=1).double().cpu()
+
+    def accuracies(self, batched: Values, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracies (float64, one per draw) at K parameter settings (see :meth:`correct_counts`)."""
+        correct = torch.zeros(batched[0].shape[0], dtype=torch.float64)
+        for _, counts in self.correct_counts(batched, x, y):
+            correct += counts
         return correct / len(x)
+
+    def mean_accuracy_change(
+        self, batched: Values, x: torch.Tensor, y: torch.Tensor, acc0: float, stop_above: float | None = None
+    ) -> float:
+        """|mean over the K draws of their accuracies − acc0|, exactly ``abs(accuracies(...).mean()
+        − acc0)``.
+
+        ``stop_above``: stop after a chunk once the change is sure to exceed it whatever the
+        examples not yet seen do (each counted right, or wrong), and return that lower bound:
+        far above the crossing, where noise ruins most predictions, a fraction of the pass
+        decides it."""
+        draws, n = batched[0].shape[0], len(x)
+        correct = torch.zeros(draws, dtype=torch.float64)
+        for seen, counts in self.correct_counts(batched, x, y):
+            correct += counts
+            if stop_above is not None and seen < n:
+                low = correct.sum().item() / (draws * n)  # mean accuracy if every unseen one is wrong
+                high = low + (n - seen) / n  # ... and if every one is right
+                nearest = 0.0 if low <= acc0 <= high else min(abs(low - acc0), abs(high - acc0))
+                if nearest > stop_above + 1e-9:  # the margin absorbs rounding in low/high
+                    return nearest
+        return abs((correct / n).mean().item() - acc0)
 
     def accuracy(self, values: Values, x: torch.Tensor, y: torch.Tensor) -> float:
         with torch.no_grad():
@@ -149,7 +176,7 @@ def search_generator(ctx, search: str) -> torch.Generator:
     """The generator of a search shared between measures: seeded like ``ctx.generator`` (from
     the run's pair and a name) but with the search's name, so the result does not depend on
     which measure runs it."""
-    return MeasureContext(ctx._cache, search).generator
+    return ctx.stream(search)
 
 
 def train_subsample(ctx, generator: torch.Generator, n: int = SUBSAMPLE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,13 +220,20 @@ class SearchResult:
     value: float
     steps: int  # bisection steps evaluated
     displacement: float  # accuracy change at the returned value
+    upper: float = float("nan")  # the bracket's upper end: the crossing lies in [value, upper]
 
     def tensor(self) -> torch.Tensor:
-        return torch.tensor([self.value, float(self.steps), self.displacement], dtype=torch.float64)
+        return torch.tensor([self.value, float(self.steps), self.displacement, self.upper], dtype=torch.float64)
 
     @classmethod
     def of(cls, t: torch.Tensor) -> "SearchResult":
-        return cls(t[0].item(), int(t[1].item()), t[2].item())
+        return cls(t[0].item(), int(t[1].item()), t[2].item(), t[3].item())
+
+    def spread(self, f: Callable[[float], float]) -> float:
+        """|f(value) − f(upper)|: how far a value f(σ) computed from the search's result could be
+        from the one at any σ in the final bracket (the recorded ``uncertainty`` of a
+        tolerance-stopped search; a deeper search with the same draws ends inside the bracket)."""
+        return abs(f(self.value) - f(self.upper)) if self.value > 0 else float("nan")
 
 
 def bisect(
@@ -210,16 +244,26 @@ def bisect(
     target: float = 0.1,
     tolerance: float | None = None,
     geometric: bool = False,
+    rtol: float | None = None,
 ) -> SearchResult:
     """Bisection for the largest value whose accuracy displacement is at most ``target``.
 
-    ``steps`` midpoints; a displacement above ``target`` moves the upper end down, one at or
-    below it moves the lower end up. Returns the final lower end — the largest midpoint
-    evaluated whose displacement was at most ``target`` — with that displacement; if no
-    midpoint met the target, the initial ``lower`` with the displacement of the smallest
-    midpoint tried (above ``target``: the caller decides). ``geometric=True`` bisects in log
-    scale (midpoint sqrt(lower·upper), lower > 0), for quantities spanning several orders of
-    magnitude.
+    At most ``steps`` midpoints; a displacement above ``target`` moves the upper end down, one
+    at or below it moves the lower end up. Returns the final lower end — the largest midpoint
+    evaluated whose displacement was at most ``target`` — with that displacement and the final
+    upper end; if no midpoint met the target, the initial ``lower`` with the displacement of
+    the smallest midpoint tried (above ``target``: the caller decides). ``geometric=True``
+    bisects in log scale (midpoint sqrt(lower·upper), lower > 0), for quantities spanning
+    several orders of magnitude. ``displacement`` may return any value above ``target`` for a
+    midpoint it can tell is over without computing the exact change (only the decision and
+    the lower end's displacement are used).
+
+    ``rtol`` stops the search once a midpoint has met the target and the bracket is within
+    that relative tolerance, upper − lower ≤ rtol·lower: the crossing is then known to
+    ``rtol``, and the midpoints evaluated are the first ones a full-depth search with the same
+    draws would evaluate, so its answer lies in the returned bracket [value, upper]. (This is
+    how Dziugaite & Roy 2017 and Jiang et al. 2020 use the σ search: a noise level to a stated
+    precision; nitarshan's ``_pacbayes_sigma`` instead stops on the displacement.)
 
     With a ``tolerance`` (nitarshan's ``_pacbayes_sigma``: 0.01) the search instead stops at
     the first midpoint whose displacement is within ``tolerance`` of ``target`` and returns
@@ -235,12 +279,14 @@ def bisect(
         value = math.sqrt(lower * upper) if geometric else (lower + upper) / 2
         d = displacement(value)
         if tolerance is not None and abs(d - target) < tolerance:
-            return SearchResult(value, k, d)
+            return SearchResult(value, k, d, value)
         if d > target:
             upper, over = value, d
         else:
             lower, met = value, d
-    return SearchResult(lower, k, met if met is not None else over)
+        if rtol is not None and met is not None and upper - lower <= rtol * lower:
+            break
+    return SearchResult(lower, k, met if met is not None else over, upper)
 
 
 def ascend(
@@ -250,6 +296,7 @@ def ascend(
     radius: Sequence[torch.Tensor | float],
     steps: int,
     start: tuple[float, float, Values] | None = None,
+    stop_above: float | None = None,
 ) -> tuple[float, float, float, float]:
     """Projected sign-gradient ascent of the cross-entropy over the box |ζ_i| ≤ r_i around w.
 
@@ -262,6 +309,13 @@ def ascend(
     Returns (loss at w, accuracy at w, the largest loss over the iterates, the largest accuracy
     change |acc(w + ζ_t) − acc(w)| over the iterates). ``start`` = ``pert.loss_and_grad(
     pert.params, x, y)`` computed once saves a forward+backward pass per call in a search.
+
+    ``stop_above``: return as soon as an iterate's accuracy change exceeds it (a search only
+    needs to know that the largest change is above its target; the maximum cannot go down).
+    Each iterate's accuracy is read from its forward pass before the backward pass is made, so
+    that iterate costs one forward pass. The returned maximum loss and change are then those of
+    the iterates made; with ``stop_above=None`` (or when no change exceeds it) the results are
+    exactly those of the full ascent.
     """
     zeta = [torch.zeros_like(p) for p in pert.params]
     loss0, acc0, grads = start if start is not None else pert.loss_and_grad(pert.params, x, y)
@@ -272,7 +326,14 @@ def ascend(
             zeta = [torch.clamp(z + eta * r * g.sign(), -r, r) for z, r, g in zip(zeta, radius, grads)]
             values = [p + z for p, z in zip(pert.params, zeta)]
         if t < steps:
-            loss, acc, grads = pert.loss_and_grad(values, x, y)
+            leaves = [v.detach().requires_grad_(True) for v in values]
+            logits = pert.logits(leaves, x)
+            loss_t = F.cross_entropy(logits, y)
+            acc = (logits.detach().argmax(dim=1) == y).double().mean().item()
+            if stop_above is not None and abs(acc - acc0) > stop_above:
+                return loss0, acc0, max(best_loss, loss_t.item()), abs(acc - acc0)
+            grads = list(torch.autograd.grad(loss_t, leaves))
+            loss = loss_t.item()
         else:
             with torch.no_grad():
                 logits = pert.logits(values, x)
@@ -285,4 +346,4 @@ def ascend(
 
 def cached_search(ctx, key: str, compute: Callable[[], SearchResult]) -> SearchResult:
     """``compute()`` once per run: cached on the run's RunCache under ``key``."""
-    return SearchResult.of(ctx._cache.cached(key, lambda: compute().tensor()))
+    return SearchResult.of(ctx.shared(key, lambda: compute().tensor()))

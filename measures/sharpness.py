@@ -49,11 +49,14 @@ from measures.perturbation import (
 # Version 2: random draws are common to the twins of a pair (MeasureContext seeds its
 # generators from the pair, not the run), so values computed by version 1 are recomputed.
 VERSION = 2
+# Version 3 of the α′ measures (issue 17): the search stops at a 2 % bracket (ALPHA_RTOL).
+ALPHA_VERSION = 3
 
 KESKAR_EPS = 5e-4  # Keskar et al. 2017 report ε = 1e-3 and 5e-4
 KESKAR_STEPS = 10  # ascent steps for ε-sharpness
 ALPHA_LOWER, ALPHA_UPPER = 1e-6, 2.0  # bracket of the α′ search (geometric bisection)
-ALPHA_STEPS = 12  # bisection midpoints (log-scale resolution ≈ 0.4% of α′)
+ALPHA_STEPS = 12  # at most this many bisection midpoints (log-scale resolution ≈ 0.4% of α′)
+ALPHA_RTOL = 0.02  # stop once upper/lower ≤ 1.02 (α′ known to 2 %)
 ASCENT_STEPS = 5  # ascent steps per α evaluated
 TARGET = 0.1  # training-accuracy change (Jiang et al. 2020; PGDL's target deviation)
 MAG_EPS = 1e-3  # ε of the magnitude-aware box α·(|w_i| + ε)
@@ -89,10 +92,16 @@ def alpha_search(ctx, magnitude: bool = False) -> SearchResult:
 
     Plain box |ζ_i| ≤ α; magnitude-aware box |ζ_i| ≤ α·(|w_i| + ε) (ε = 1e-3). For each α tried,
     5 sign-gradient ascent steps of the cross-entropy (module docstring) and the largest
-    accuracy change |acc(w+ζ_t) − acc(w)| over the iterates. Bisection in log scale on
-    [1e-6, 2] with 12 midpoints, target 0.1 (all 12 steps: no early stop within a tolerance,
-    see ``measures.perturbation.bisect``); α′ is the largest midpoint whose change was at most
-    0.1. ValueError if none was (α′ < 1e-6). Cached per run.
+    accuracy change |acc(w+ζ_t) − acc(w)| over the iterates; the ascent stops at the first
+    iterate whose change is above 0.1 (the maximum can only grow, so the decision is the full
+    ascent's). Bisection in log scale on [1e-6, 2] with at most 12 midpoints, target 0.1,
+    stopped once the bracket is within ALPHA_RTOL = 2 % (upper ≤ 1.02·lower; version 2 always
+    ran the 12, a resolution of 0.4 %; the precision-stopped search as for the PAC-Bayes σ of
+    Dziugaite & Roy 2017 / Jiang et al. 2020, see ``measures.perturbation.bisect``); no stop
+    on the displacement. α′ is the largest midpoint whose change was at most 0.1; the
+    full-depth search's α′ lies in the final bracket, whose width in each measure's value is
+    recorded as its ``uncertainty``. ValueError if no midpoint met the target (α′ < 1e-6).
+    Cached per run.
     """
     key = "sharpness/mag_alpha" if magnitude else "sharpness/alpha"
 
@@ -104,9 +113,9 @@ def alpha_search(ctx, magnitude: bool = False) -> SearchResult:
 
         def displacement(alpha: float) -> float:
             radius = [alpha * (a + MAG_EPS) for a in magnitudes] if magnitude else [alpha] * len(magnitudes)
-            return ascend(pert, x, y, radius, ASCENT_STEPS, start)[3]
+            return ascend(pert, x, y, radius, ASCENT_STEPS, start, stop_above=TARGET)[3]
 
-        return bisect(displacement, ALPHA_LOWER, ALPHA_UPPER, ALPHA_STEPS, TARGET, geometric=True)
+        return bisect(displacement, ALPHA_LOWER, ALPHA_UPPER, ALPHA_STEPS, TARGET, geometric=True, rtol=ALPHA_RTOL)
 
     result = cached_search(ctx, key, compute)
     if result.displacement > TARGET:  # no α tried met the target: α′ is below the bracket
@@ -117,6 +126,7 @@ def alpha_search(ctx, magnitude: bool = False) -> SearchResult:
         )
     ctx.record(
         alpha=result.value,
+        alpha_upper=result.upper,
         ascent_steps=ASCENT_STEPS,
         bisection_steps=result.steps,
         displacement=result.displacement,
@@ -126,9 +136,17 @@ def alpha_search(ctx, magnitude: bool = False) -> SearchResult:
     return result
 
 
+def _value_of_alpha(ctx, value, magnitude: bool = False) -> float:
+    """``value(α′)`` at the search's α′, recording as ``uncertainty`` its change across the final
+    bracket (where the full-depth search's α′ lies)."""
+    result = alpha_search(ctx, magnitude)
+    ctx.record(uncertainty=result.spread(value))
+    return value(result.value)
+
+
 @measure(
     "sharpness.worst_case_flatness",
-    family="sharpness", version=VERSION,
+    family="sharpness", version=ALPHA_VERSION,
     orientation="higher-worse",
     requires={"train_data", "grad"},
 )
@@ -138,17 +156,18 @@ def worst_case_flatness(ctx) -> float:
     Jiang et al. 2020, sharpness-flatness 1/α′² (eq. (52), the worst-case analogue of
     pacbayes-flatness (53)). α′ from the shared search of ``alpha_search``: plain box
     |ζ_i| ≤ α on all parameters, 5 projected sign-gradient ASCENT steps per α (PGDL's
-    ``sharpness_v2`` descends — we do not), log-scale bisection on [1e-6, 2] (12 midpoints,
-    target 0.1), 1,000 training examples as trained. Cost: 12 × (4 forward+backward + 1
-    forward) + 1 forward+backward passes on 1,000 examples (1.1–1.5 s measured on the default
-    suite's MLP 3×512, 2-core CPU), once per run, shared with sharpness.worst_case_init/orig.
+    ``sharpness_v2`` descends — we do not), log-scale bisection on [1e-6, 2] (at most 12 midpoints,
+    target 0.1, stopped at a 2 % bracket), 1,000 training examples as trained. Cost: at most
+    12 × (4 forward+backward + 1 forward) + 1 forward+backward passes on 1,000 examples (an
+    α above the crossing usually stops after one forward pass), once per run, shared with
+    sharpness.worst_case_init/orig.
     """
-    return 1.0 / alpha_search(ctx).value ** 2
+    return _value_of_alpha(ctx, lambda alpha: 1.0 / alpha**2)
 
 
 @measure(
     "sharpness.worst_case_init",
-    family="sharpness", version=VERSION,
+    family="sharpness", version=ALPHA_VERSION,
     orientation="higher-worse",
     requires={"init", "train_data", "grad"},
 )
@@ -164,12 +183,13 @@ def worst_case_init(ctx) -> float:
     parameters (BatchNorm folded); m = ctx.n_train; natural log.
     """
     w, w0 = parameter_vectors(ctx)
-    return pacbayes_bound((w - w0).pow(2).sum().item(), alpha_search(ctx).value, ctx.n_train)
+    sq_norm = (w - w0).pow(2).sum().item()
+    return _value_of_alpha(ctx, lambda alpha: pacbayes_bound(sq_norm, alpha, ctx.n_train))
 
 
 @measure(
     "sharpness.worst_case_orig",
-    family="sharpness", version=VERSION,
+    family="sharpness", version=ALPHA_VERSION,
     orientation="higher-worse",
     requires={"train_data", "grad"},
 )
@@ -182,13 +202,13 @@ def worst_case_orig(ctx) -> float:
     our reference notes). α′ from the shared search; w all parameters (BatchNorm folded);
     m = ctx.n_train; natural log.
     """
-    w = perturbable(ctx).flat()
-    return pacbayes_bound(w.pow(2).sum().item(), alpha_search(ctx).value, ctx.n_train)
+    sq_norm = perturbable(ctx).flat().pow(2).sum().item()
+    return _value_of_alpha(ctx, lambda alpha: pacbayes_bound(sq_norm, alpha, ctx.n_train))
 
 
 @measure(
     "sharpness.mag_flatness",
-    family="sharpness", version=VERSION,
+    family="sharpness", version=ALPHA_VERSION,
     orientation="higher-worse",
     requires={"train_data", "grad"},
 )
@@ -198,8 +218,9 @@ def mag_flatness(ctx) -> float:
     After Jiang et al. 2020, sharpness-mag-flatness (eq. (60), "1/α′ sharpness-mag"): α′ the
     largest α such that the worst perturbation in the magnitude-aware box found by 5 projected
     sign-gradient ascent steps moves training accuracy by at most 0.1 (log-scale bisection on
-    [1e-6, 2], 12 midpoints, target 0.1, 1,000 training examples as trained; all
-    parameters, BatchNorm folded). Cost as ``sharpness.worst_case_flatness`` (its own search).
+    [1e-6, 2], at most 12 midpoints stopped at a 2 % bracket, target 0.1, 1,000 training
+    examples as trained; all parameters, BatchNorm folded; ``uncertainty`` the bracket's width
+    in 1/α′²). Cost as ``sharpness.worst_case_flatness`` (its own search).
 
     Deviation: the box is α(|w_i| + ε), not α|w_i| + ε. With the additive ε = 1e-3 the box at
     α = 0 is already the plain box of radius 1e-3, whose worst perturbation moves training
@@ -208,4 +229,4 @@ def mag_flatness(ctx) -> float:
     is α|w_i| wherever |w_i| ≫ ε; ε only keeps zero weights perturbable (Keskar's box
     ε(|w_i| + 1) has the same shape with 1 in place of ε).
     """
-    return 1.0 / alpha_search(ctx, magnitude=True).value ** 2
+    return _value_of_alpha(ctx, lambda alpha: 1.0 / alpha**2, magnitude=True)

@@ -9,7 +9,9 @@ estimates, which depend on the data, are what the randomization test can interro
 All three measures share one retrain per run (``K_REPLACED`` = 10 examples replaced, same seed
 and settings; see :mod:`gentest.stability`). The retrain is stored as a run of its own, so its
 cost, a full training run to the same stopping rule, is paid once and is recorded with each
-value (``retrain_s``).
+value (``retrain_s``). It keeps no learning curve: after each epoch it checks only its
+stopping rule (``gentest.training.stopping_rule_met``), the same batches, steps and stopping
+epoch as a curve-keeping training, without the evaluation passes over both splits.
 """
 
 from __future__ import annotations

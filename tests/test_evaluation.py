@@ -178,3 +178,23 @@ def test_twins_of_a_pair_draw_common_random_numbers():
     assert random_stream_seed(stored(a_nat), "pacbayes/sigma") != seed
     # An in-memory cache has no pair: its key seeds it.
     assert random_stream_seed(SimpleNamespace(run=None, key=a_nat.key), "hessian") != seed
+
+
+def test_named_streams_and_the_shared_cache_need_no_second_context():
+    """ctx.stream(name) is the generator a context named ``name`` would get (ctx.generator is
+    the stream of the measure's own name); ctx.shared computes once per run, for every context."""
+    from gentest.context import RunCache
+    from gentest.datasets import DataSplit
+
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])
+    cache = RunCache(model, model, DataSplit("tiny", x, y, x, y, 2), "cpu", key="some-run")
+    a, b = MeasureContext(cache, "m.a"), MeasureContext(cache, "m.b")
+    draw = lambda g: torch.randn(4, generator=g)  # noqa: E731
+    assert torch.equal(draw(a.stream("m.b")), draw(b.generator))
+    assert torch.equal(draw(a.stream("shared/x")), draw(b.stream("shared/x")))
+    assert not torch.equal(draw(a.stream("shared/x")), draw(a.stream("shared/y")))
+    calls = []
+    first = a.shared("shared/value", lambda: calls.append(1) or torch.tensor([1.0]))
+    second = b.shared("shared/value", lambda: calls.append(2) or torch.tensor([2.0]))
+    assert calls == [1] and second is first and cache.hits["shared/value"] == 1

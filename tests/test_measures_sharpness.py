@@ -104,6 +104,12 @@ def test_bisection_finds_closed_form_crossings():
     # No midpoint meets the target: the lower end, with a displacement above the target.
     result = perturbation.bisect(lambda v: 1.0, 1e-6, 2.0, 12, target=0.1, geometric=True)
     assert result.value == 1e-6 and result.displacement == 1.0
+    # A relative tolerance: the same first midpoints as the full-depth search, stopped once
+    # the bracket is within 2 %; the full-depth answer lies in [value, upper].
+    full = perturbation.bisect(lambda v: 10 * v, 1e-6, 2.0, 12, target=0.1, geometric=True)
+    short = perturbation.bisect(lambda v: 10 * v, 1e-6, 2.0, 12, target=0.1, geometric=True, rtol=0.02)
+    assert short.steps < full.steps and short.upper <= 1.02 * short.value
+    assert short.value <= full.value <= short.upper
     # nitarshan's early stop: the first midpoint within the tolerance (1.0 gives 0.1 exactly).
     result = perturbation.bisect(lambda v: 0.1 * v, 0.0, 2.0, 15, target=0.1, tolerance=0.01)
     assert (result.value, result.steps) == (1.0, 1)
@@ -113,7 +119,10 @@ def test_alpha_search_meets_the_target_and_sharper_models_get_smaller_alpha():
     ctx = context()
     alpha = call("sharpness.worst_case_flatness", ctx) ** -0.5
     assert alpha == pytest.approx(ctx.recorded["alpha"])
-    assert ctx.recorded["bisection_steps"] == 12 and ctx.recorded["ascent_steps"] == 5
+    assert ctx.recorded["bisection_steps"] <= sharpness.ALPHA_STEPS and ctx.recorded["ascent_steps"] == 5
+    upper = ctx.recorded["alpha_upper"]
+    assert upper <= (1 + sharpness.ALPHA_RTOL) * alpha or ctx.recorded["bisection_steps"] == sharpness.ALPHA_STEPS
+    assert ctx.recorded["uncertainty"] == pytest.approx(alpha**-2 - upper**-2)
     # The ascent's accuracy change at α′ is at most 0.1, short of it by a few of 400 examples.
     assert 0.08 <= ctx.recorded["displacement"] <= 0.1
     # Halving all parameters (same function) makes every box twice as large in effect.

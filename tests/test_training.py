@@ -142,3 +142,23 @@ def test_augment_trains_on_sequences_and_is_seeded():
     plain = train(tiny_spec(max_epochs=2), data_for(spec), CPU)
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     assert not torch.equal(a.model.state_dict()["1.weight"], plain.model.state_dict()["1.weight"])
+
+
+@pytest.mark.parametrize("stop_acc", [None, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("stop_loss", [None, 0.5])
+def test_the_stopping_check_decides_as_the_full_evaluation(stop_acc, stop_loss):
+    """stopping_rule_met (a retrain's per-epoch check, exiting early on accuracy) gives the rule
+    that the full evaluation's accuracy and loss give, on a model that is right on some examples."""
+    from gentest.training import FIT_CHUNK, evaluate, stopping_rule_met
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3 * FIT_CHUNK + 17, 6, generator=gen)
+    model = torch.nn.Linear(6, 3)
+    for y in (model(x).argmax(1), torch.randint(0, 3, (len(x),), generator=gen)):  # all right, ~1/3 right
+        for flips in (0, 1, len(x) // 20):
+            labels = y.clone()
+            if flips:  # the last examples wrong: the check must see every chunk
+                labels[-flips:] = (labels[-flips:] + 1) % 3
+            acc, loss = evaluate(model, x, labels)
+            expected = (stop_loss is not None and loss < stop_loss) or (stop_acc is not None and acc >= stop_acc)
+            assert stopping_rule_met(model, x, labels, stop_acc, stop_loss) == expected

@@ -3,8 +3,6 @@ a finished suite's re-evaluation cost file reads only. Baseline: the cold evalua
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -13,6 +11,8 @@ from gentest.pipeline import choose_measures
 from gentest.runner import train_missing
 from gentest.store import RunStore
 from gentest.suites import load_suite
+
+from cold_store import cold_copy
 
 CPU = torch.device("cpu")
 
@@ -26,13 +26,7 @@ def one_run(tmp_path_factory):
 
 
 def fresh_copy(folder, store):
-    target = folder / "cold"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(store.root, target)
-    # Drop cached values so every round measures from scratch.
-    for values in (target / "runs").glob("*/measures"):
-        shutil.rmtree(values)
-    copy = RunStore(target)
+    copy = cold_copy(folder, store)  # every round measures from scratch
     return (copy.runs(), copy), {}
 
 
