@@ -89,11 +89,27 @@ def test_runs_verify_and_doctor_list_every_problem_and_exit_1(tmp_path, capsys):
     assert code == 1 and out.strip().splitlines()[-1] == f"2 runs checked in {store.root}: 2 problems"
     assert weights.exists()  # without --fix nothing moves
     code, out, _ = run_cli(capsys, "doctor", "--fix", "--store", str(store.root))
-    assert code == 1 and f"run {SPEC.key} was damaged (weights.pt fails its sha256 checksum); moved to" in out
-    assert not weights.exists() and len(list((store.root / "quarantine").iterdir())) == 1
-    (store.runs_dir / OTHER.key / "measures" / "m@1.json").unlink()
+    assert code == 0, out  # everything it found, it moved
+    assert f"run {SPEC.key} was damaged (weights.pt fails its sha256 checksum); moved to" in out
+    assert f"the cached value of m@1 on run {OTHER.key} was unusable (not valid JSON); moved to" in out
+    assert " ".join(out.split()).endswith(f"2 runs checked in {store.root}: 2 problems, 2 moved to quarantine/")
+    assert not weights.exists() and not (store.runs_dir / OTHER.key / "measures" / "m@1.json").exists()
+    [moved_value] = (store.root / "quarantine" / "values" / OTHER.key).iterdir()
+    assert moved_value.read_text() == "{" and moved_value.name.startswith("m@1.json.")
+    # Nothing is touched by hand between the two: the store that --fix left checks clean.
     code, out, _ = run_cli(capsys, "doctor", "--store", str(store.root))
     assert code == 0 and out.strip() == f"1 run checked in {store.root}: no problems"
+
+
+def test_doctor_fix_leaves_a_value_that_was_rewritten_soundly_meanwhile(tmp_path):
+    store = two_runs(tmp_path)
+    path = store.value_path(SPEC.key, "m", "1")
+    good = path.read_text()
+    path.write_text("{")
+    [bad] = store.verify()
+    path.write_text(good)  # another process recomputed it between the check and the move
+    assert store.quarantine_value(bad).moved_to is None
+    assert path.read_text() == good and not (store.root / "quarantine").exists()
 
 
 def test_a_store_of_a_newer_gentest_is_exit_2_in_one_sentence(tmp_path, capsys):
