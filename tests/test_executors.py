@@ -17,6 +17,8 @@ import torch
 from gentest.cli import main
 from gentest.store import RunStore
 
+from processes import wait_gone, workers_of
+
 CHEAP = "control.gap,norm.param_l2,margin.output_margin,norm.log_prod_spectral"
 
 
@@ -204,18 +206,43 @@ def test_submitit_local_trains_a_suite_end_to_end_and_status_reports_it(tmp_path
     assert code == 0 and [r["state"] for r in json.loads(out)] == ["done"] * 4
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The pool's worker processes: children of ``pid`` started by multiprocessing's spawn."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and b"spawn_main" in cmdline:
-            out.append(int(stat.parent.name))
-    return out
+BLOCKER = """
+import os, time
+from pathlib import Path
+from gentest import measure
+
+@measure("blocker.waits", family="test", orientation="higher-worse", timeout_s=3600)
+def waits(ctx):
+    pidfile = Path(os.environ["GENTEST_TEST_PIDFILE"])
+    pidfile.with_suffix(".tmp").write_text(str(os.getpid()))
+    pidfile.with_suffix(".tmp").rename(pidfile)  # whole, or not there
+    time.sleep(3600)  # stands for any long unit: only the parent's death may end it
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_worker_exits_when_its_parent_is_killed_instead_of_finishing_its_unit(tmp_path):
+    suite, plugin, pidfile = write_suite(tmp_path, seeds=(0,)), tmp_path / "blocker.py", tmp_path / "worker.pid"
+    plugin.write_text(BLOCKER)
+    argv = [sys.executable, "-m", "gentest", "evaluate", str(suite), "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "out"), "--device", "cpu", "--jobs", "1", "--plugin", str(plugin),
+            "--measures", "blocker.waits"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "GENTEST_TEST_PIDFILE": str(pidfile)})
+    try:
+        deadline = time.monotonic() + 300
+        while not pidfile.exists():  # the worker is inside the measure
+            assert proc.poll() is None and time.monotonic() < deadline, "the measure never started"
+            time.sleep(0.01)
+        worker = int(pidfile.read_text())
+        assert worker in workers_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    gone = wait_gone(worker, timeout=60)
+    if not gone:
+        os.kill(worker, signal.SIGKILL)  # leave no orphan behind a failed test
+    assert gone, "the orphaned worker lives on"
 
 
 SLOW = """
@@ -249,7 +276,7 @@ def test_killing_a_worker_mid_training_loses_only_that_run(tmp_path):
     else:
         proc.kill()
         pytest.fail("the workers never started training")
-    victim = _workers_of(proc.pid)[0]
+    victim = workers_of(proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
