@@ -50,3 +50,37 @@ def wait_gone(pid: int, timeout: float) -> bool:
         return bool(select.select([fd], [], [], timeout)[0])  # readable once the process has exited
     finally:
         os.close(fd)
+
+
+RACING = Path(__file__).parent / "racing"
+
+
+def racer_env(race_dir: Path, racer: str, n: int) -> dict[str, str]:
+    """The environment of one of ``n`` racing gentest commands (see tests/racing/sitecustomize.py)."""
+    path = os.pathsep.join(filter(None, [str(RACING), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "GENTEST_RACE_DIR": str(race_dir), "GENTEST_RACER": racer,
+            "GENTEST_RACE_N": str(n)}
+
+
+def race_log(race_dir: Path) -> list[tuple[str, int, str, str, float]]:
+    """(racer, pid, "start" | "end", run key, time) per line of the racers' log."""
+    rows = []
+    for line in (race_dir / "log").read_text().splitlines():
+        racer, pid, event, key, when = line.split()
+        rows.append((racer, int(pid), event, key, float(when)))
+    return rows
+
+
+def assert_racers_overlapped_and_each_trained(race_dir: Path, racers: list[str]) -> dict[str, list[str]]:
+    """Each racer's first training overlapped every other's (all were inside training at once)
+    and each racer trained at least one run; returns the keys each trained."""
+    rows = race_log(race_dir)
+    first = {}
+    for racer in racers:
+        starts = [r for r in rows if r[0] == racer and r[2] == "start"]
+        assert starts, f"{racer} trained nothing"
+        _, pid, _, key, began = starts[0]
+        ended = next(r[4] for r in rows if r[1] == pid and r[2] == "end" and r[3] == key)
+        first[racer] = (began, ended)
+    assert max(b for b, _ in first.values()) < min(e for _, e in first.values()), f"no overlap: {first}"
+    return {racer: [r[3] for r in rows if r[0] == racer and r[2] == "end"] for racer in racers}

@@ -17,7 +17,7 @@ import torch
 from gentest.cli import main
 from gentest.store import RunStore
 
-from processes import wait_gone, workers_of
+from processes import assert_racers_overlapped_and_each_trained, racer_env, wait_gone, workers_of
 
 CHEAP = "control.gap,norm.param_l2,margin.output_margin,norm.log_prod_spectral"
 
@@ -297,17 +297,21 @@ def _held(store: RunStore, key: str) -> bool:
 
 def test_two_evaluates_racing_on_one_store_train_each_run_once_and_agree(tmp_path):
     suite = write_suite(tmp_path)
-    store = tmp_path / "store"
+    store, race = tmp_path / "store", tmp_path / "race"
+    race.mkdir()
     procs = [
         subprocess.Popen([sys.executable, "-m", "gentest", "evaluate", str(suite), "--store", str(store), "--out",
                           str(tmp_path / f"out{i}"), "--device", "cpu", "--jobs", "1", "--measures", CHEAP],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=racer_env(race, f"racer{i}", 2))
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    trained = sum(err.count(": trained") for _, err in outs)
-    assert trained == 4  # each run trained by exactly one of the two processes
+    # Both were training at once, each held at a start line until the other was in too.
+    by_racer = assert_racers_overlapped_and_each_trained(race, ["racer0", "racer1"])
+    assert sorted(by_racer["racer0"] + by_racer["racer1"]) == sorted(RunStore(store).keys())  # each run once
+    trained = [err.count(": trained") for _, err in outs]
+    assert sum(trained) == 4 and min(trained) >= 1  # each process trained, and each run by one of them
     assert len(RunStore(store).keys()) == 4 and not list((store / "tmp").iterdir())
     boards = [json.loads((tmp_path / f"out{i}" / "leaderboard.json").read_text()) for i in range(2)]
     assert boards[0]["measures"] == boards[1]["measures"] and boards[0]["runs"] == boards[1]["runs"]
