@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -136,3 +137,35 @@ def test_train_names_a_damaged_run_on_stderr_and_retrains_it(tmp_path, capsys):
     assert (f"gentest: run {victim.name} was damaged (run.json is not UTF-8 text); moved to {moved}, "
             "it will be retrained\n") in err
     assert "1 already stored, 1 to train" in err and (victim / "run.json").is_file()
+
+
+def test_status_tells_done_running_failed_and_pending_from_the_store_alone(tiny_store, tmp_path, capsys):
+    """One run of the tiny suite stored, one locked by a live process (this one), one with a
+    failure record, one untouched; a lock left by a dead process does not count as running."""
+    import shutil
+
+    from gentest.executors.status import record_failure
+    from gentest.executors.work import UnitResult
+    from gentest.locks import this_host
+
+    from conftest import write_suite
+
+    suite, trained, runs = tiny_store
+    suite_file = write_suite(tmp_path)  # the same suite as the fixture's: the same run keys
+    store = RunStore(tmp_path / "store")
+    done, running, failed, pending = suite.specs
+    store.runs_dir.mkdir(parents=True)
+    shutil.copytree(trained.runs_dir / done.key, store.runs_dir / done.key)
+    record_failure(store.root, UnitResult(failed.key, failed.label(), "failed", "ValueError: no luck"))
+    store.locks_dir.mkdir()
+    (store.locks_dir / f"{pending.key}.lock.json").write_text(json.dumps(  # its holder died
+        {"key": pending.key, "host": this_host(), "pid": 999_999_999, "acquired": 0.0, "refreshed": 0.0, "token": "x"}))
+    with store.try_lock(running.key):
+        code, out, _ = run_cli(capsys, "status", str(suite_file), "--store", str(store.root), "--json")
+        table_code, table, _ = run_cli(capsys, "status", str(suite_file), "--store", str(store.root))
+    assert code == 0 and table_code == 0
+    states = {row["key"]: (row["state"], row["message"]) for row in json.loads(out)}
+    assert states[done.key] == ("done", "") and states[pending.key] == ("pending", "")
+    assert states[failed.key] == ("failed", "ValueError: no luck")
+    assert states[running.key][0] == "running" and f"by {this_host()} pid {os.getpid()} since" in states[running.key][1]
+    assert "1 done, 1 running, 1 failed, 1 pending" in " ".join(table.split())
