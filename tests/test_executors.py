@@ -333,3 +333,44 @@ def test_submitit_local_no_wait_returns_the_job_ids_and_status_follows_the_store
         time.sleep(0.5)
     else:
         pytest.fail("the submitted job never finished")
+
+
+ENTRY_POINT_MODULE = """
+import os
+from gentest import measure
+
+@measure("thirdparty.worker_pid", family="test", orientation="higher-worse")
+def worker_pid(ctx):
+    return float(os.getpid())  # where it ran
+"""
+
+
+def _install_entry_point(folder: Path) -> dict[str, str]:
+    """A third-party distribution that registers a measure through the gentest.measures entry
+    point, 'installed' by putting its module and dist-info on PYTHONPATH (no --plugin given)."""
+    folder.mkdir()
+    (folder / "thirdparty_measures.py").write_text(ENTRY_POINT_MODULE)
+    info = folder / "thirdparty_measures-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-measures\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[gentest.measures]\nthirdparty = thirdparty_measures\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.parametrize("executor", [["--executor", "pool", "--jobs", "1"], ["--executor", "submitit-local"]],
+                         ids=["pool", "submitit-local"])
+def test_an_installed_entry_point_measure_is_computed_inside_the_workers(tmp_path, executor):
+    if executor[1] == "submitit-local":
+        pytest.importorskip("submitit")
+    env = _install_entry_point(tmp_path / "site")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gentest", "evaluate", str(write_suite(tmp_path, seeds=(0,))),
+                             "--store", str(tmp_path / "store"), "--out", str(out), "--device", "cpu",
+                             "--measures", "thirdparty.worker_pid", *executor],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    rows = [r for r in _csv(out / "measures.csv") if r["measure"] == "thirdparty.worker_pid"]
+    assert len(rows) == 2 and all(r["error"] == "" for r in rows), rows
+    pids = {int(float(r["value"])) for r in rows}
+    assert proc.pid not in pids  # computed in a worker, which found the measure by its entry point alone
