@@ -374,3 +374,34 @@ def test_an_installed_entry_point_measure_is_computed_inside_the_workers(tmp_pat
     assert len(rows) == 2 and all(r["error"] == "" for r in rows), rows
     pids = {int(float(r["value"])) for r in rows}
     assert proc.pid not in pids  # computed in a worker, which found the measure by its entry point alone
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker pids from /proc")
+def test_ctrl_c_with_two_workers_stops_the_command_and_its_workers_and_keeps_only_whole_runs(tmp_path):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, workers included, while
+    both workers train. The workers ignore it, the command stops them and exits 130."""
+    suite, store = tmp_path / "slow.toml", tmp_path / "store"
+    suite.write_text(SLOW)
+    argv = [sys.executable, "-m", "gentest", "train", str(suite), "--store", str(store), "--device", "cpu", "--jobs", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    s = RunStore(store)
+    keys = [spec.key for spec in __import__("gentest.suites").suites.load_suite(str(suite)).specs]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # both workers hold a run's lock: both are training
+        if len([k for k in keys if k not in s and (store / "locks").is_dir() and _held(s, k)]) == 2:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the workers never started training")
+    workers = workers_of(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "gentest: interrupted; finished runs are kept in the store" in err and "Traceback" not in err
+    assert len(workers) == 2 and all(wait_gone(pid, timeout=60) for pid in workers)
+    stored = s.keys()
+    assert len(stored) < 4  # stopped mid-grid
+    for key in stored:
+        s.load(key, verify=True)  # what landed is whole
+    assert not any(_held(s, k) for k in keys)  # no lock is left held
