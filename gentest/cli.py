@@ -444,14 +444,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from gentest.store import RunStore, ignore_damage
-
-    from gentest.store import BadValue
+    from gentest.store import BadValue, RunStore, ignore_damage
 
     store = RunStore.existing(args.store, heal=args.fix, on_damage=ignore_damage)
     problems = store.verify()
     if args.fix:  # damaged runs were quarantined as they were found; now the unusable value files
-        problems = [store.quarantine_value(p) if isinstance(p, BadValue) else p for p in problems]
+        fixed = [store.quarantine_value(p) if isinstance(p, BadValue) else p for p in problems]
+        problems = [p for p in fixed if p is not None]  # None: sound again (rewritten meanwhile)
     console = _console()
     _print_problems(console, problems)
     checked = plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")

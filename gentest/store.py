@@ -356,30 +356,33 @@ class RunStore:
                     self._read_value(key, path, None, None)
         return [*self._damaged.values(), *self._bad_values.values()]
 
-    def quarantine_value(self, bad: BadValue) -> BadValue:
+    def quarantine_value(self, bad: BadValue) -> BadValue | None:
         """Move the unusable value file ``bad`` to ``quarantine/values/<key>/<file>.<UTC time>``
         (``gentest doctor --fix``), so that the store checks clean and the value is recomputed.
-        The file is checked again first: one that another process has meanwhile replaced with a
-        sound value stays. Returns ``bad`` with ``moved_to`` set (None when nothing was moved)."""
+        The file is checked again first. Returns ``bad`` with ``moved_to`` set when moved; None
+        when there is nothing left to move (another process has meanwhile replaced it with a
+        sound value, which stays, or removed it); ``bad`` unchanged if it cannot be moved."""
         if self._read_value(bad.key, bad.path, None, None) is not None or not bad.path.exists():
             self._bad_values.pop(bad.path, None)
-            return bad  # rewritten (or removed) meanwhile: nothing to move
+            return None
         folder = self.quarantine_dir / "values" / bad.key
-        folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for n in range(100):
-            target = folder / (f"{bad.path.name}.{stamp}" + (f".{n}" if n else ""))
-            if target.exists():
-                continue
-            try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(100):
+                target = folder / (f"{bad.path.name}.{stamp}" + (f".{n}" if n else ""))
+                if target.exists():
+                    continue
                 os.rename(bad.path, target)
-            except FileNotFoundError:
-                self._bad_values.pop(bad.path, None)
-                return bad
-            moved = dataclasses.replace(bad, moved_to=target)
-            self._bad_values[bad.path] = moved
-            return moved
-        raise GentestError(f"cannot quarantine {bad.path}: too many quarantined copies in {folder}")
+                moved = dataclasses.replace(bad, moved_to=target)
+                self._bad_values[bad.path] = moved
+                return moved
+        except FileNotFoundError:  # removed meanwhile
+            self._bad_values.pop(bad.path, None)
+            return None
+        except OSError:  # e.g. a read-only store: it stays a problem, named as before
+            pass
+        return bad
 
     # ---- measure values -----------------------------------------------------------------
 
