@@ -157,6 +157,7 @@ RACER = textwrap.dedent("""
     from pathlib import Path
     from gentest import locks
     locks_dir, work, keys = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
+    (work / f"ready.{os.getpid()}").touch()
     while not (work / "go").exists():
         time.sleep(0.001)
     pending = keys
@@ -187,7 +188,10 @@ def test_processes_racing_for_the_same_runs_train_each_exactly_once(tmp_path):
         subprocess.Popen([sys.executable, "-c", RACER, str(store.locks_dir), str(tmp_path), ",".join(keys)])
         for _ in range(3)
     ]
-    time.sleep(0.5)  # let all three start, then release them together
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready.*"))) < 3:  # all three started: release them together
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a racer never started"
+        time.sleep(0.01)
     (tmp_path / "go").write_text("")
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     trained = (tmp_path / "trained.log").read_text().split()[::2]
