@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check every run and cached value in the store; exit 1 on any problem")
     _add_store(doctor)
     doctor.add_argument("--fix", action="store_true",
-                        help="move damaged runs to the store's quarantine/ folder (the next train retrains them) "
-                             "and remove debris of dead processes")
+                        help="move damaged runs and unusable value files to the store's quarantine/ folder (the next "
+                             "train or evaluate redoes them) and remove debris of dead processes; exit 1 only "
+                             "if something could not be moved")
     doctor.set_defaults(command=cmd_doctor)
     suites = sub.add_parser("suites", help="the suite file format, with an example, and the built-in suites")
     suites.set_defaults(command=cmd_suites)
@@ -465,18 +466,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from gentest.store import RunStore, ignore_damage
+    from gentest.store import BadValue, RunStore, ignore_damage
 
     store = RunStore.existing(args.store, heal=args.fix, on_damage=ignore_damage)
     problems = store.verify()
+    if args.fix:  # damaged runs were quarantined as they were found; now the unusable value files
+        fixed = [store.quarantine_value(p) if isinstance(p, BadValue) else p for p in problems]
+        problems = [p for p in fixed if p is not None]  # None: sound again (rewritten meanwhile)
     console = _console()
     _print_problems(console, problems)
     checked = plural(len(set(store.keys()) | {d.key for d in store.damaged()}), "run")
     debris = store.clean_debris() if args.fix else 0
+    left = [p for p in problems if p.moved_to is None]  # what a following `gentest doctor` still finds
     verdict = f"{plural(len(problems), 'problem')}" if problems else "no problems"
+    if args.fix and problems:
+        verdict += f", {len(problems) - len(left)} moved to quarantine/"
     console.print(f"{checked} checked in {args.store}: {verdict}"
                   + (f"; removed {plural(debris, 'piece')} of debris" if debris else ""), highlight=False)
-    return EXIT_FAILED if problems else EXIT_OK
+    return EXIT_FAILED if left else EXIT_OK
 
 
 def _print_problems(console, problems: list) -> None:

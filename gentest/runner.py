@@ -7,6 +7,7 @@ most the run in progress and the next invocation picks up where it stopped.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,7 +17,7 @@ import torch
 from gentest.datasets import DataSplit, load_dataset
 from gentest.randomizations import Randomized, randomize
 from gentest.spec import RunSpec, thaw
-from gentest.store import Run, RunStore
+from gentest.store import Run, RunLock, RunStore
 from gentest.training import train
 
 
@@ -74,6 +75,7 @@ def _train_each_once(specs: list[RunSpec], store: RunStore, device: torch.device
             with lock:
                 if spec.key not in store:  # not stored by another process meanwhile
                     train_one(spec, store, device, data, progress, take_lock=False)
+                    report_lost_lease(lock, spec)
         pending = locked
         if pending:
             time.sleep(pause)
@@ -96,7 +98,7 @@ def train_one(
     holds the lock already passes ``take_lock=False``.
     """
     progress = progress or Progress()
-    with store.lock(spec.key) if take_lock else contextlib.nullcontext():
+    with store.lock(spec.key) if take_lock else contextlib.nullcontext() as lock:
         if spec.key in store:  # trained by another process while we waited for the lock
             return store.load(spec.key)
         randomized = training_data(spec, data)
@@ -113,8 +115,23 @@ def train_one(
                 "randomization": randomized.tensors,
             },
         )
+        if lock is not None:
+            report_lost_lease(lock, spec)
     progress.run_finished(run)
     return run
+
+
+def report_lost_lease(lock: RunLock, spec: RunSpec) -> bool:
+    """Say so on stderr if the run's lock was taken over while it trained (its holder was cut
+    off from the store, or frozen, for longer than the lease); True if it was. One last
+    refresh first, so that a takeover since the heartbeat's last beat is seen too. Nothing is
+    corrupted: the run may be trained twice, and the store keeps the first copy stored."""
+    lock.refresh()
+    if lock.lost:
+        print(f"gentest: run {spec.label()} ({spec.key}): its lock's lease lapsed while it trained and another "
+              "process took the run over; it may be trained twice (the store keeps the first copy)",
+              file=sys.stderr, flush=True)
+    return lock.lost
 
 
 def train_missing(

@@ -102,8 +102,12 @@ class BadValue:
     version: str
     path: Path
     reason: str
+    moved_to: Path | None = None  # where ``gentest doctor --fix`` moved it (None: left in place)
 
     def message(self) -> str:
+        if self.moved_to is not None:
+            return (f"the cached value of {self.measure}@{self.version} on run {self.key} was unusable "
+                    f"({self.reason}); moved to {self.moved_to}, it will be recomputed")
         return (f"the cached value of {self.measure}@{self.version} on run {self.key} is unusable "
                 f"({self.reason}); it will be recomputed")
 
@@ -351,6 +355,34 @@ class RunStore:
                 for path in sorted(measures.glob("*.json")):
                     self._read_value(key, path, None, None)
         return [*self._damaged.values(), *self._bad_values.values()]
+
+    def quarantine_value(self, bad: BadValue) -> BadValue | None:
+        """Move the unusable value file ``bad`` to ``quarantine/values/<key>/<file>.<UTC time>``
+        (``gentest doctor --fix``), so that the store checks clean and the value is recomputed.
+        The file is checked again first. Returns ``bad`` with ``moved_to`` set when moved; None
+        when there is nothing left to move (another process has meanwhile replaced it with a
+        sound value, which stays, or removed it); ``bad`` unchanged if it cannot be moved."""
+        if self._read_value(bad.key, bad.path, None, None) is not None or not bad.path.exists():
+            self._bad_values.pop(bad.path, None)
+            return None
+        folder = self.quarantine_dir / "values" / bad.key
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(100):
+                target = folder / (f"{bad.path.name}.{stamp}" + (f".{n}" if n else ""))
+                if target.exists():
+                    continue
+                os.rename(bad.path, target)
+                moved = dataclasses.replace(bad, moved_to=target)
+                self._bad_values[bad.path] = moved
+                return moved
+        except FileNotFoundError:  # removed meanwhile
+            self._bad_values.pop(bad.path, None)
+            return None
+        except OSError:  # e.g. a read-only store: it stays a problem, named as before
+            pass
+        return bad
 
     # ---- measure values -----------------------------------------------------------------
 

@@ -54,6 +54,21 @@ def image_data() -> DataSplit:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temporary_data_root(tmp_path_factory):
+    """Tests write nothing outside the repository and the system temp dir: datasets (and
+    matplotlib's font cache) go to a session temp folder, which every subprocess a test starts
+    inherits. MNIST-1D is generated into it once, here, so no test or worker pays it again."""
+    from gentest.datasets import _mnist1d_from_disk_cache
+
+    root = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENTEST_DATA_ROOT", str(root))
+        mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("matplotlib")))
+        _mnist1d_from_disk_cache(root)
+        yield root
+
+
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +64,17 @@ def test_unknown_dataset_and_data_root_default(monkeypatch, tmp_path):
         load_dataset("imagenet")
     monkeypatch.setenv("GENTEST_DATA_ROOT", str(tmp_path))
     assert default_data_root() == tmp_path
+
+
+def test_the_tests_data_root_is_a_temporary_folder_holding_mnist1d():
+    """No test writes datasets to the user's cache: the session's data root is under the system
+    temp dir (tests/conftest.py), and MNIST-1D was generated into it once, for every process."""
+    import tempfile
+
+    root = default_data_root()
+    assert root.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()), root
+    load_dataset("mnist1d", {"train_size": 10, "test_size": 10})
+    assert [p.name for p in (root / "mnist1d").iterdir()] == [f"mnist1d-{importlib.metadata.version('mnist1d')}.pt"]
 
 
 def test_mnist1d_is_kept_on_disk_once_generated_and_a_damaged_copy_is_regenerated(tmp_path):

@@ -17,6 +17,8 @@ import torch
 from gentest.cli import main
 from gentest.store import RunStore
 
+from processes import assert_racers_overlapped_and_each_trained, racer_env, wait_gone, workers_of
+
 CHEAP = "control.gap,norm.param_l2,margin.output_margin,norm.log_prod_spectral"
 
 
@@ -204,18 +206,43 @@ def test_submitit_local_trains_a_suite_end_to_end_and_status_reports_it(tmp_path
     assert code == 0 and [r["state"] for r in json.loads(out)] == ["done"] * 4
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The pool's worker processes: children of ``pid`` started by multiprocessing's spawn."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and b"spawn_main" in cmdline:
-            out.append(int(stat.parent.name))
-    return out
+BLOCKER = """
+import os, time
+from pathlib import Path
+from gentest import measure
+
+@measure("blocker.waits", family="test", orientation="higher-worse", timeout_s=3600)
+def waits(ctx):
+    pidfile = Path(os.environ["GENTEST_TEST_PIDFILE"])
+    pidfile.with_suffix(".tmp").write_text(str(os.getpid()))
+    pidfile.with_suffix(".tmp").rename(pidfile)  # whole, or not there
+    time.sleep(3600)  # stands for any long unit: only the parent's death may end it
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_worker_exits_when_its_parent_is_killed_instead_of_finishing_its_unit(tmp_path):
+    suite, plugin, pidfile = write_suite(tmp_path, seeds=(0,)), tmp_path / "blocker.py", tmp_path / "worker.pid"
+    plugin.write_text(BLOCKER)
+    argv = [sys.executable, "-m", "gentest", "evaluate", str(suite), "--store", str(tmp_path / "store"),
+            "--out", str(tmp_path / "out"), "--device", "cpu", "--jobs", "1", "--plugin", str(plugin),
+            "--measures", "blocker.waits"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "GENTEST_TEST_PIDFILE": str(pidfile)})
+    try:
+        deadline = time.monotonic() + 300
+        while not pidfile.exists():  # the worker is inside the measure
+            assert proc.poll() is None and time.monotonic() < deadline, "the measure never started"
+            time.sleep(0.01)
+        worker = int(pidfile.read_text())
+        assert worker in workers_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    gone = wait_gone(worker, timeout=60)
+    if not gone:
+        os.kill(worker, signal.SIGKILL)  # leave no orphan behind a failed test
+    assert gone, "the orphaned worker lives on"
 
 
 SLOW = """
@@ -249,7 +276,7 @@ def test_killing_a_worker_mid_training_loses_only_that_run(tmp_path):
     else:
         proc.kill()
         pytest.fail("the workers never started training")
-    victim = _workers_of(proc.pid)[0]
+    victim = workers_of(proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
@@ -270,17 +297,21 @@ def _held(store: RunStore, key: str) -> bool:
 
 def test_two_evaluates_racing_on_one_store_train_each_run_once_and_agree(tmp_path):
     suite = write_suite(tmp_path)
-    store = tmp_path / "store"
+    store, race = tmp_path / "store", tmp_path / "race"
+    race.mkdir()
     procs = [
         subprocess.Popen([sys.executable, "-m", "gentest", "evaluate", str(suite), "--store", str(store), "--out",
                           str(tmp_path / f"out{i}"), "--device", "cpu", "--jobs", "1", "--measures", CHEAP],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=racer_env(race, f"racer{i}", 2))
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    trained = sum(err.count(": trained") for _, err in outs)
-    assert trained == 4  # each run trained by exactly one of the two processes
+    # Both were training at once, each held at a start line until the other was in too.
+    by_racer = assert_racers_overlapped_and_each_trained(race, ["racer0", "racer1"])
+    assert sorted(by_racer["racer0"] + by_racer["racer1"]) == sorted(RunStore(store).keys())  # each run once
+    trained = [err.count(": trained") for _, err in outs]
+    assert sum(trained) == 4 and min(trained) >= 1  # each process trained, and each run by one of them
     assert len(RunStore(store).keys()) == 4 and not list((store / "tmp").iterdir())
     boards = [json.loads((tmp_path / f"out{i}" / "leaderboard.json").read_text()) for i in range(2)]
     assert boards[0]["measures"] == boards[1]["measures"] and boards[0]["runs"] == boards[1]["runs"]
@@ -302,3 +333,75 @@ def test_submitit_local_no_wait_returns_the_job_ids_and_status_follows_the_store
         time.sleep(0.5)
     else:
         pytest.fail("the submitted job never finished")
+
+
+ENTRY_POINT_MODULE = """
+import os
+from gentest import measure
+
+@measure("thirdparty.worker_pid", family="test", orientation="higher-worse")
+def worker_pid(ctx):
+    return float(os.getpid())  # where it ran
+"""
+
+
+def _install_entry_point(folder: Path) -> dict[str, str]:
+    """A third-party distribution that registers a measure through the gentest.measures entry
+    point, 'installed' by putting its module and dist-info on PYTHONPATH (no --plugin given)."""
+    folder.mkdir()
+    (folder / "thirdparty_measures.py").write_text(ENTRY_POINT_MODULE)
+    info = folder / "thirdparty_measures-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-measures\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[gentest.measures]\nthirdparty = thirdparty_measures\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.parametrize("executor", [["--executor", "pool", "--jobs", "1"], ["--executor", "submitit-local"]],
+                         ids=["pool", "submitit-local"])
+def test_an_installed_entry_point_measure_is_computed_inside_the_workers(tmp_path, executor):
+    if executor[1] == "submitit-local":
+        pytest.importorskip("submitit")
+    env = _install_entry_point(tmp_path / "site")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gentest", "evaluate", str(write_suite(tmp_path, seeds=(0,))),
+                             "--store", str(tmp_path / "store"), "--out", str(out), "--device", "cpu",
+                             "--measures", "thirdparty.worker_pid", *executor],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    rows = [r for r in _csv(out / "measures.csv") if r["measure"] == "thirdparty.worker_pid"]
+    assert len(rows) == 2 and all(r["error"] == "" for r in rows), rows
+    pids = {int(float(r["value"])) for r in rows}
+    assert proc.pid not in pids  # computed in a worker, which found the measure by its entry point alone
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker pids from /proc")
+def test_ctrl_c_with_two_workers_stops_the_command_and_its_workers_and_keeps_only_whole_runs(tmp_path):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, workers included, while
+    both workers train. The workers ignore it, the command stops them and exits 130."""
+    suite, store = tmp_path / "slow.toml", tmp_path / "store"
+    suite.write_text(SLOW)
+    argv = [sys.executable, "-m", "gentest", "train", str(suite), "--store", str(store), "--device", "cpu", "--jobs", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    s = RunStore(store)
+    keys = [spec.key for spec in __import__("gentest.suites").suites.load_suite(str(suite)).specs]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # both workers hold a run's lock: both are training
+        if len([k for k in keys if k not in s and (store / "locks").is_dir() and _held(s, k)]) == 2:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the workers never started training")
+    workers = workers_of(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "gentest: interrupted; finished runs are kept in the store" in err and "Traceback" not in err
+    assert len(workers) == 2 and all(wait_gone(pid, timeout=60) for pid in workers)
+    stored = s.keys()
+    assert len(stored) < 4  # stopped mid-grid
+    for key in stored:
+        s.load(key, verify=True)  # what landed is whole
+    assert not any(_held(s, k) for k in keys)  # no lock is left held

@@ -90,6 +90,10 @@ HOSTILE = {
                       "changed torch's deterministic-algorithms flag to True"),
     "threads": (lambda ctx: torch.set_num_threads(torch.get_num_threads() + 1) or 1.0,
                 "changed torch's number of threads to {threads}"),
+    "matmul_precision": (lambda ctx: torch.set_float32_matmul_precision("medium") or 1.0,
+                         # torch ties the TF32 flag to the precision: both are named, both restored
+                         "changed torch's float32 matmul precision to medium; "
+                         "changed torch's cuda.matmul.allow_tf32 flag to True"),
     "exit3": (lambda ctx: sys.exit(3), "called sys.exit(3)"),
     "exit0": (lambda ctx: sys.exit(0), "called sys.exit(0)"),
     "keyboard": (lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt()),
@@ -261,16 +265,29 @@ def test_a_model_trained_to_nan_weights_is_not_a_mutation(clean_registry):
 
 
 def test_global_random_draws_are_reproducible_and_leave_the_callers_generators_alone(clean_registry):
+    import random
+
+    import numpy as np
+
     @measure("sloppy.global_rng", family="t", orientation="higher-worse")
-    def sloppy(ctx):
-        return torch.rand(()).item()
+    def sloppy(ctx):  # torch's, NumPy's and Python's global generators, each reseeded for the call
+        return torch.rand(()).item() + 10 * np.random.rand() + 100 * random.random()
 
     cache = _in_memory_cache()
-    torch.manual_seed(1234)
-    expected_next = torch.rand(3)
-    torch.manual_seed(1234)
+
+    def seed_all():
+        torch.manual_seed(1234)
+        np.random.seed(1234)
+        random.seed(1234)
+
+    seed_all()
+    expected_next = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    seed_all()
     first = call_isolated(clean_registry._MEASURES["sloppy.global_rng"], cache)
-    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream did not move
+    # The caller's three streams did not move.
+    assert torch.equal(torch.rand(3), expected_next[0])
+    assert np.array_equal(np.random.rand(3), expected_next[1])
+    assert [random.random() for _ in range(3)] == expected_next[2]
     second = call_isolated(clean_registry._MEASURES["sloppy.global_rng"], cache)
     assert first.value == second.value and first.error is None
     other_seed = call_isolated(clean_registry._MEASURES["sloppy.global_rng"], cache, rng_seed=7)

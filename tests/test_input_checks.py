@@ -3,7 +3,9 @@ nothing trained."""
 
 from __future__ import annotations
 
+import errno
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,11 +23,23 @@ UNWRITABLE = Path("/sys/gentest-input-check")
 
 
 def _unwritable_exists() -> bool:
+    """Whether UNWRITABLE's folder exists and refuses new entries. False where it is missing (a
+    machine without /sys) or accepts them: the tests that need it skip there, not fail."""
+    if not UNWRITABLE.parent.is_dir():
+        return False
     try:
         Path(tempfile.mkdtemp(dir=UNWRITABLE.parent)).rmdir()
-    except OSError:
-        return True
+    except OSError as e:
+        return e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
     return False
+
+
+def test_the_unwritable_folder_counts_only_where_it_exists_and_refuses_writes(tmp_path, monkeypatch):
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "UNWRITABLE", tmp_path / "no-sys" / "gentest-input-check")  # no such folder
+    assert not _unwritable_exists()
+    monkeypatch.setattr(module, "UNWRITABLE", tmp_path / "gentest-input-check")  # a folder anyone may write in
+    assert not _unwritable_exists()
 
 
 needs_unwritable = pytest.mark.skipif(not _unwritable_exists(), reason="needs a folder nobody can write into (/sys on Linux)")

@@ -465,12 +465,29 @@ def test_path_norm_uses_the_batchnorm_folded_network():
     assert any(isinstance(m, nn.BatchNorm1d) for m in ctx.model.modules())  # the context's model is untouched
 
 
-def test_path_norm_on_the_inception_model_runs():
-    model = build_model("inception", (3, 28, 28), 10, generator=torch.Generator().manual_seed(0))
+def test_path_norm_on_the_inception_model_counts_every_layer_and_every_branch():
+    """Properties any ℓ1 path norm has, checked on the Inception net (branches, max pool):
+    every path passes the first conv and the last layer once, so scaling either scales the
+    norm by the same factor; the paths through a block split between its two branches, so
+    removing a branch lowers the norm and the two parts together bound it (max pooling
+    downstream makes the sum an upper bound, not an equality)."""
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))  # any size ≥ 7×7 runs
-    ctx = context(model, copy.deepcopy(model), x, torch.tensor([0, 1]), num_classes=10)
-    value = call("norm.path_norm_1", ctx)
+
+    def path_norm_1(edit=None) -> float:
+        model = build_model("inception", (3, 28, 28), 10, generator=torch.Generator().manual_seed(0))
+        if edit is not None:
+            with torch.no_grad():
+                edit(model)
+        ctx = context(model, copy.deepcopy(model), x, torch.tensor([0, 1]), num_classes=10)
+        return call("norm.path_norm_1", ctx)
+
+    value = path_norm_1()
     assert math.isfinite(value) and value > 0
+    assert path_norm_1(lambda m: m[0].weight.mul_(2.0)) == pytest.approx(2 * value, rel=1e-9)
+    assert path_norm_1(lambda m: m[-1].weight.mul_(3.0)) == pytest.approx(3 * value, rel=1e-9)
+    only_3x3 = path_norm_1(lambda m: m[3].branch1x1[0].weight.zero_())
+    only_1x1 = path_norm_1(lambda m: m[3].branch3x3[0].weight.zero_())
+    assert 0 < max(only_1x1, only_3x3) < value <= (only_1x1 + only_3x3) * (1 + 1e-9)
 
 
 # --- ÷ margin ---------------------------------------------------------------------------------

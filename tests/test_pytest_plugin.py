@@ -44,6 +44,15 @@ def test_the_default_store_is_gentest_checks(tmp_path):
     assert f"gentest: store {tmp_path / 'own'} (suite ci)" in done.stdout
 
 
+def test_the_ini_option_gentest_cache_names_the_store_between_the_command_line_and_the_environment(tmp_path):
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\ngentest_cache = {tmp_path / 'from-ini'}\n")
+    done = pytest_run(tmp_path, "--co", env_extra={"GENTEST_STORE": str(tmp_path / "shared")})
+    assert f"gentest: store {tmp_path / 'from-ini'} (suite ci)" in done.stdout, done.stdout + done.stderr
+    done = pytest_run(tmp_path, "--co", "--gentest-cache", str(tmp_path / "own"))
+    assert f"gentest: store {tmp_path / 'own'} (suite ci)" in done.stdout
+
+
 def test_a_failed_verdict_assertion_shows_the_reason_and_the_runs_are_shared(tmp_path):
     suite = write_suite(tmp_path)
     (tmp_path / "test_user.py").write_text(USER_TEST)

@@ -183,8 +183,18 @@ def test_gaussian_inputs_match_per_feature_mean_and_std():
 
 
 def test_record_fingerprints_let_anyone_check_a_regeneration(image_data):
+    import hashlib
+
     out = randomize(image_data, "random-pixels", None, seed=11)
-    assert out.record["train_inputs_sha256"] == tensor_digest(out.data.x_train)
+    # The fingerprint is the plain sha256 of the tensor's bytes (C order), which anyone can
+    # recompute without gentest; a regeneration matches it, another seed or one changed value does not.
+    assert out.record["train_inputs_sha256"] == hashlib.sha256(out.data.x_train.numpy().tobytes()).hexdigest()
+    assert out.record["train_labels_sha256"] == hashlib.sha256(out.data.y_train.numpy().tobytes()).hexdigest()
+    assert randomize(image_data, "random-pixels", None, seed=11).record["train_inputs_sha256"] == out.record["train_inputs_sha256"]
+    assert randomize(image_data, "random-pixels", None, seed=12).record["train_inputs_sha256"] != out.record["train_inputs_sha256"]
+    changed = out.data.x_train.clone()
+    changed[0, 0, 0, 0] += 1e-6
+    assert tensor_digest(changed) != out.record["train_inputs_sha256"]
     assert out.record["seed"] == 11
 
 

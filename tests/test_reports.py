@@ -297,3 +297,49 @@ def test_report_files_are_readable_by_others(tmp_path):
         os.umask(old)
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths)
     assert (tmp_path / "out" / FIGURES_DIR).stat().st_mode & 0o777 == 0o755
+
+
+def test_the_heatmap_puts_each_value_in_its_cell_rows_robust_first_columns_by_setting_then_kind(monkeypatch):
+    """What the heatmap draws, read back from matplotlib: the matrix handed to imshow and the tick
+    labels of its rows and columns (PNG bytes alone cannot tell a transposed or shuffled map)."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+    from matplotlib.axes import Axes
+
+    drawn: dict[str, object] = {}
+    real_imshow, real_xticks, real_yticks = Axes.imshow, Axes.set_xticks, Axes.set_yticks
+
+    def imshow(self, data, *args, **kwargs):
+        drawn["ax"], drawn["cells"] = self, np.ma.filled(np.ma.asarray(data, dtype=float), np.nan)
+        return real_imshow(self, data, *args, **kwargs)
+
+    def ticks(real, name):
+        def spy(self, positions, labels=None, **kwargs):
+            if self is drawn.get("ax"):
+                drawn[name] = list(labels)
+            return real(self, positions, labels, **kwargs)
+        return spy
+
+    monkeypatch.setattr(Axes, "imshow", imshow)
+    monkeypatch.setattr(Axes, "set_xticks", ticks(real_xticks, "columns"))
+    monkeypatch.setattr(Axes, "set_yticks", ticks(real_yticks, "rows"))
+
+    def score(name, worst, mean, envs):
+        return SimpleNamespace(name=name, worst_env_sign_error=worst, sign_error=mean, env_sign_errors=envs)
+
+    scores = [
+        score("b.third", 0.5, 0.4, {"A/gaussian": 0.5, "B/random-pixels": 0.3}),
+        score("z.first", 0.1, 0.05, {"A/labels(p=1.0)": 0.1, "A/labels(p=0.5)": 0.0, "A/gaussian": 0.05,
+                                     "B/random-pixels": 0.0}),
+        score("c.last", math.nan, math.nan, {"A/gaussian": math.nan}),  # no scored pair anywhere
+        score("a.second", 0.5, 0.3, {"A/labels(p=0.5)": 0.5, "B/random-pixels": 0.1}),
+        score("n.absent", None, None, {}),  # no environment at all: no row
+    ]
+    assert plots.sign_error_heatmap(scores).startswith(PNG_MAGIC)
+    assert drawn["rows"] == ["z.first", "a.second", "b.third", "c.last"]  # worst env, then mean, then name
+    assert drawn["columns"] == ["labels(p=0.5)", "labels(p=1.0)", "gaussian", "random-pixels"]  # A's, then B's
+    nan = math.nan
+    expected = np.array([[0.0, 0.1, 0.05, 0.0], [0.5, nan, nan, 0.1], [nan, nan, 0.5, 0.3], [nan, nan, nan, nan]])
+    np.testing.assert_array_equal(drawn["cells"], expected)

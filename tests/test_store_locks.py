@@ -157,6 +157,7 @@ RACER = textwrap.dedent("""
     from pathlib import Path
     from gentest import locks
     locks_dir, work, keys = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
+    (work / f"ready.{os.getpid()}").touch()
     while not (work / "go").exists():
         time.sleep(0.001)
     pending = keys
@@ -187,7 +188,10 @@ def test_processes_racing_for_the_same_runs_train_each_exactly_once(tmp_path):
         subprocess.Popen([sys.executable, "-c", RACER, str(store.locks_dir), str(tmp_path), ",".join(keys)])
         for _ in range(3)
     ]
-    time.sleep(0.5)  # let all three start, then release them together
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready.*"))) < 3:  # all three started: release them together
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a racer never started"
+        time.sleep(0.01)
     (tmp_path / "go").write_text("")
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     trained = (tmp_path / "trained.log").read_text().split()[::2]
@@ -248,3 +252,40 @@ def test_a_forked_child_neither_holds_nor_releases_its_parents_lock(tmp_path):
     assert store.try_lock(KEY) is None  # still ours
     held.release()
     assert store.try_lock(KEY) is not None
+
+
+def test_a_trainer_keeps_its_lease_by_heartbeat_and_says_so_when_another_host_took_it_over(tmp_path, capsys):
+    """A run that trains for longer than the lease keeps its claim (the heartbeat refreshes the
+    record: another host would not see it stale); a takeover while it trains (this holder was
+    cut off for a whole lease) is reported, the taker's record is left alone, and the run the
+    trainer stored stays whole."""
+    import torch
+
+    from gentest.runner import DataCache, Progress, train_one
+    from gentest.spec import RunSpec, TrainSettings, freeze
+
+    lease = 1.0  # heartbeat every lease / 6
+    store = RunStore(tmp_path / "store", lease_s=lease)
+    spec = RunSpec(dataset="synthetic", dataset_args=freeze({"features": 8, "classes": 3, "train_size": 60, "test_size": 30}),
+                   model="mlp", model_args=freeze({"hidden": [8]}),
+                   train=TrainSettings(lr=0.1, batch_size=32, max_epochs=3, stop_train_acc=None))
+    seen = {}
+
+    class Checks(Progress):
+        def epoch_done(self, epoch, row):
+            holder = store.lock_holder(spec.key)
+            if epoch == 1:  # hold the training until more than a lease has passed since the claim
+                while time.time() - holder["acquired"] <= 1.5 * lease:
+                    time.sleep(0.05)
+                    holder = store.lock_holder(spec.key)
+                seen["refreshed_by_heartbeat"] = holder["refreshed"] > holder["acquired"] + lease / 2
+                seen["stale_to_another_host"] = locks.is_stale({**holder, "host": FOREIGN}, lease)
+            elif epoch == 2:  # another host broke the lease and claimed the run
+                plant_record(store, FOREIGN, 1, age_s=0, key=spec.key)
+
+    run = train_one(spec, store, torch.device("cpu"), DataCache(), Checks())
+    assert seen == {"refreshed_by_heartbeat": True, "stale_to_another_host": False}
+    err = capsys.readouterr().err
+    assert f"run {spec.label()} ({spec.key}): its lock's lease lapsed while it trained" in err
+    assert store.lock_holder(spec.key)["host"] == FOREIGN  # the taker's record was not removed
+    assert store.load(run.key, verify=True).metrics["epochs"] == 3

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,11 +86,24 @@ def test_a_recipe_axis_sets_several_settings_per_value(tmp_path):
     assert len({s.pair_key for s in specs}) == 3
 
 
+KEY_IN_ANOTHER_PROCESS = """
+from gentest.spec import RunSpec
+spec = RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=3)
+print(spec.key, spec.pair_key)
+"""
+
+
 def test_key_is_stable_across_processes_and_round_trips():
     spec = RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=3)
-    # A fixed value: if this changes, every stored run is invalidated, which needs a
-    # SCHEMA_VERSION bump and a deliberate update of this line.
-    assert spec.key == RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=3).key
+    # Fixed values: if they change, every stored run is invalidated, which needs a
+    # SCHEMA_VERSION bump and a deliberate update of these lines. Computed in a fresh process
+    # with another string-hash seed, so that nothing process-specific (hash(), id(), dict
+    # order) can creep into a key.
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", KEY_IN_ANOTHER_PROCESS], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["228561788a2f50f0", "4f48cb8c1039be6c"]
+    assert [spec.key, spec.pair_key] == out
     assert RunSpec.from_dict(spec.to_dict()) == spec
     assert RunSpec.from_dict(spec.to_dict()).key == spec.key
     other = RunSpec(dataset="mnist1d", model="mlp", randomization="labels", p=1.0, seed=4)

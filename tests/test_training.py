@@ -162,3 +162,38 @@ def test_the_stopping_check_decides_as_the_full_evaluation(stop_acc, stop_loss):
             acc, loss = evaluate(model, x, labels)
             expected = (stop_loss is not None and loss < stop_loss) or (stop_acc is not None and acc >= stop_acc)
             assert stopping_rule_met(model, x, labels, stop_acc, stop_loss) == expected
+
+
+def _batches_seen(spec: RunSpec, monkeypatch) -> list[list[int]]:
+    """The training examples of every SGD step, in order, as the model saw them: each input
+    carries its example's index in feature 0, read back by a forward hook in train mode."""
+    import dataclasses
+
+    import gentest.training as training
+
+    seen: list[list[int]] = []
+    real_build = training.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda m, inputs: seen.append(inputs[0][:, 0].round().long().tolist()) if m.training else None)
+        return model
+
+    data = data_for(spec)
+    x = data.x_train.clone()
+    x[:, 0] = torch.arange(len(x), dtype=x.dtype)
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "build_model", build)
+        train(spec, dataclasses.replace(data, x_train=x), CPU)
+    return seen
+
+
+def test_twins_see_the_same_examples_in_the_same_batches_in_the_same_order(monkeypatch):
+    epochs = {"max_epochs": 3, "stop_train_acc": None}  # the same number of steps for every twin
+    natural = _batches_seen(tiny_spec(**epochs), monkeypatch)
+    assert len(natural) == 3 * 4 and sorted(sum(natural[:4], [])) == list(range(120))  # 4 batches of 32 an epoch
+    assert natural[:4] != natural[4:8]  # reshuffled every epoch
+    for randomization, p in (("labels", 1.0), ("labels", 0.5)):
+        assert _batches_seen(tiny_spec(randomization, p, **epochs), monkeypatch) == natural, randomization
+    assert _batches_seen(tiny_spec(seed=1, **epochs), monkeypatch) != natural  # the order is the seed's

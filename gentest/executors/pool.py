@@ -14,7 +14,8 @@ a worker is in:
 - a run locked by another process is put back in the queue and retried a moment later.
 
 Workers ignore SIGINT: Ctrl-C stops the parent, which stops the workers; the store keeps
-everything finished, and the run in progress is lost at most.
+everything finished, and the run in progress is lost at most. A worker whose parent dies
+(even by SIGKILL) exits at once rather than finish its unit as an orphan.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +42,25 @@ MAX_RESTARTS_PER_UNIT = 8
 LOCKED_RETRY_S = 1.0
 
 
+def _die_with_parent() -> None:
+    """Exit this worker the moment its parent process ends, however it ends (SIGKILL too, which
+    no cleanup of the parent's can answer): a watcher thread waits on the parent's sentinel.
+    Without it an orphaned worker would finish its unit and store a run after its command was
+    killed; the store stays sound either way (writes are atomic, a dead pid's lock is broken)."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gentest-parent-watch", daemon=True).start()
+
+
 def _worker_main(conn: mp.connection.Connection, threads: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    _die_with_parent()
     from gentest.executors.work import configure_threads
     from gentest.warnings_filter import quiet_third_party_warnings
 

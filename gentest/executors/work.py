@@ -108,6 +108,9 @@ def execute_unit(unit: WorkUnit, emit: Emit | None = None, wait_for_lock: bool =
                     emit("preparing", {"label": spec.label()})  # data and randomization, then training
                     _train(spec, store, device, data, emit)
                     result.trained = True
+                    from gentest.runner import report_lost_lease
+
+                    report_lost_lease(lock, spec)
         if unit.measures:
             result.computed = _measure(spec, unit, store, device, data, emit)
     except GentestError as e:
