@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ def _test_size(row: dict[str, Any]) -> int | None:
     return declared_test_size(row["dataset"], row.get("dataset_args") or {})
 
 
+# How gentest.evaluation words an error: an exception ("ValueError: …") or a broken rule.
+_ERROR_TEXT = re.compile(r"^(\w*(Error|Exception|Exit|Interrupt)\b|called sys\.exit|returned |timed out after |"
+                         r"modified |changed torch's )")
+
+
+def _was_not_applicable(meta: dict[str, Any], error: str | None) -> bool:
+    """Whether a value-less row of a schema-1 ``measures.csv`` (which kept no n/a flag) was n/a:
+    always for a measure that had no errors (every committed schema-1 board); else when its text
+    is not worded as gentest words an error. :func:`load_report` checks the count against the
+    errors the board reported."""
+    return not meta.get("errors") or not _ERROR_TEXT.match(error or "")
+
+
 def load_report(folder: str | Path) -> Leaderboard:
     """The board of a report folder, scored by the current rules (module docstring)."""
     folder = Path(folder)
@@ -84,9 +98,8 @@ def load_report(folder: str | Path) -> Leaderboard:
             error = row["error"] or None
             if "not_applicable" in row:
                 not_applicable = row["not_applicable"] in ("True", "true", "1")
-            else:  # schema 1 kept no flag: a value-less row of a measure without errors was n/a
-                meta = old_measures.get(row["measure"], {})
-                not_applicable = value is None and not meta.get("errors")
+            else:  # schema 1 kept no flag
+                not_applicable = value is None and _was_not_applicable(old_measures.get(row["measure"], {}), error)
             extra = {}
             u = _float_or_none(row.get("uncertainty", ""))
             if u is not None:
@@ -95,6 +108,12 @@ def load_report(folder: str | Path) -> Leaderboard:
                                        float(row["seconds"] or 0.0), not_applicable, extra))
 
     names = list(dict.fromkeys(v.measure for v in values))
+    for name in names:
+        errors = sum(1 for v in values if v.measure == name and v.value is None and not v.not_applicable)
+        told = old_measures.get(name, {}).get("errors")
+        if told is not None and errors != told:
+            raise GentestError(f"{values_file} does not tell {name}'s errors from its n/a runs ({errors} look like "
+                               f"errors, {board_file.name} says {told}); re-render it from its store instead")
     missing = [n for n in names if n not in old_measures]
     if missing:
         raise GentestError(f"{values_file} has values of {missing[0]}, which {board_file.name} does not list")

@@ -30,8 +30,14 @@ def test_committed_boards_are_scored_by_the_current_rules(board):
     assert json_safe(again.pair_weights) == data["pairs"]
 
 
-def test_every_committed_board_has_the_same_keys():
-    present = [b for b in BOARDS if (REPORTS / b / "leaderboard.json").is_file()]
+# Boards kept as they were made under schema 1, because their values were not kept with them
+# and cannot be re-scored: the reason, for each. A new board without measures.csv fails below.
+ARCHIVED = {"thread-check/standard-2threads": "committed with leaderboard.json and runs.csv only (schema 1)"}
+
+
+def test_every_board_that_can_be_rescored_is_and_has_the_same_keys():
+    assert {b for b in BOARDS if not (REPORTS / b / "measures.csv").is_file()} == set(ARCHIVED)
+    present = [b for b in BOARDS if b not in ARCHIVED]
     keys = {b: set(committed(b)) for b in present}
     measure_keys = {b: set(committed(b)["measures"][0]) for b in present}
     assert len({frozenset(k) for k in keys.values()}) == 1, keys
