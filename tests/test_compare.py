@@ -80,6 +80,17 @@ def test_a_committed_report_agrees_with_itself():
     assert c.changes == [] and c.n_measures == len(board_["measures"]) > 50
 
 
+@pytest.mark.parametrize("suite", ["quick", "standard"])
+def test_the_committed_two_thread_boards_contradict_nothing(suite):
+    # What README and reports/thread-check/README.md claim: other networks, no contradiction.
+    one = load_leaderboard(REPORTS / suite)
+    two = load_leaderboard(REPORTS / "thread-check" / f"{suite}-2threads")
+    c = compare(one, two)
+    assert c.same_runs and c.n_measures == len(one["measures"]) > 50
+    assert c.contradictions == []
+    assert c.changes  # the networks differ, and some verdicts do move: the comparison compared something
+
+
 def test_unreliable_and_chance_refine_each_other_and_schema_1_fails_compares_as_their_range():
     a = board(m_a=("unreliable", 0.3), m_b=("fails", 0.5), m_c=("separates", 0.0), m_d=("chance", 0.5))
     b = board(m_a=("chance", 0.45), m_b=("unreliable", 0.3), m_c=("unreliable", 0.2), m_d=("inverts", 0.95))
