@@ -383,7 +383,10 @@ def test_ctrl_c_with_two_workers_stops_the_command_and_its_workers_and_keeps_onl
     suite, store = tmp_path / "slow.toml", tmp_path / "store"
     suite.write_text(SLOW)
     argv = [sys.executable, "-m", "gentest", "train", str(suite), "--store", str(store), "--device", "cpu", "--jobs", "2"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A terminal's command starts with Ctrl-C at its default; a test runner started in the
+    # background (CI, nohup) ignores SIGINT, and a child would inherit that and never stop.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     s = RunStore(store)
     keys = [spec.key for spec in __import__("gentest.suites").suites.load_suite(str(suite)).specs]
     deadline = time.monotonic() + 300
