@@ -23,7 +23,7 @@ from gentest.scoring import robust_key  # the board's order: one definition, in 
 
 __all__ = [
     "learning_curves", "corruption_sweep", "measure_values", "has_sweep", "kind_label", "kind_order", "SWEEP_KINDS",
-    "environment_of", "environment_ids", "sign_error_heatmap", "env_sign_error_distribution", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
+    "environment_of", "environment_ids", "sign_error_heatmap", "env_sign_error_distribution", "env_sort_key", "loss_curves_by_environment", "time_to_fit_relative", "relative_time_to_fit", "test_error_vs_p",
 ]
 
 DPI = 100
@@ -324,7 +324,7 @@ def measure_values(
 
 # -- the headline: sign-error per measure and environment -------------------------------------------
 
-def _env_sort_key(env: str) -> tuple:
+def env_sort_key(env: str) -> tuple:
     """Columns grouped by setting, then kinds in the order of the legends (natural, labels by p, ...)."""
     setting, _, kind = env.rpartition("/")
     if kind.startswith("labels(p="):
@@ -352,7 +352,7 @@ def sign_error_heatmap(scores: Sequence[Any], env_ids: Mapping[str, str] | None 
         return None
     import numpy as np
 
-    envs = sorted({e for s in rows for e in s.env_sign_errors}, key=_env_sort_key)
+    envs = sorted({e for s in rows for e in s.env_sign_errors}, key=env_sort_key)
     settings = list(dict.fromkeys(e.rpartition("/")[0] for e in envs))
     data = np.full((len(rows), len(envs)), np.nan)
     col = {e: j for j, e in enumerate(envs)}

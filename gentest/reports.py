@@ -368,7 +368,7 @@ def environment_summary(board: Leaderboard) -> list[dict[str, Any]]:
     for v in board.pair_weights:
         pairs[v["environment"]].append(v)
     rows = []
-    for env in sorted(set(ref.env_ess) | set(pairs), key=plots._env_sort_key):
+    for env in sorted(set(ref.env_ess) | set(pairs), key=plots.env_sort_key):
         members = pairs.get(env, [])
         ess = ref.env_ess.get(env, 0.0)
         rows.append({"environment": env, "pairs": len(members), "weight_zero": sum(1 for v in members if v["weight"] <= 0),
